@@ -18,13 +18,18 @@ all: build
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
-# Rebuild the eBPF objects and their Go bindings (bpf2go) from bpf/*.c.
+# Rebuild the eBPF objects and their Go bindings (bpf2go) from bpf/*.c. The
+# objects depend only on the repository, the pinned clang and the Debian uapi
+# and libbpf headers: bpf2go maps the source directory out of the debug info
+# and bpf/include supplies arch-neutral asm/ headers.
 generate:
-	BPF_CLANG=$(CLANG) BPF_STRIP=$(STRIP) $(GO) generate ./internal/redirect/...
+	BPF2GO_CC=$(CLANG) BPF2GO_STRIP=$(STRIP) $(GO) generate ./internal/redirect/...
 
 # Fails when the committed eBPF objects differ from what the pinned clang builds.
 check-generate: generate
 	git diff --exit-code -- internal/redirect bpf
+	@untracked=$$(git ls-files --others --exclude-standard -- internal/redirect bpf | grep -E '_bpfe[lb]\.(go|o)$$'); \
+	if [ -n "$$untracked" ]; then echo "generated but not committed:"; echo "$$untracked"; exit 1; fi
 
 # The Node driver used by the conformance tests, from the committed lock file.
 node-deps:

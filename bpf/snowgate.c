@@ -1,0 +1,826 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR MIT)
+/*
+ * snowgate redirect programs, attached to the cgroup that holds the agents.
+ *
+ *   connect4/6     TCP to the intercepted ports goes to the gateway, the original
+ *                  destination is kept in socket storage; QUIC, DoT/DoQ and every
+ *                  IP protocol other than TCP and UDP are refused; port 53 goes to
+ *                  the gateway's DNS listener.
+ *   sendmsg4/6     unconnected UDP: 443/853 refused, 53 sent to the DNS listener.
+ *   recvmsg4/6     DNS replies appear to come from the resolver that was asked.
+ *   getpeername4/6 the agent sees the original peer.
+ *   sockops        client (address, port) -> origin, for the gateway's look-up;
+ *                  removed when the socket closes.
+ *   sock_create    raw sockets and IP protocols other than TCP, UDP and ICMP
+ *                  (ping sockets) refused.
+ *   egress         backstop: drops what escaped the above.
+ *
+ * Only the stable UAPI contexts are used, so no vmlinux.h and no CO-RE. The
+ * gateway is excluded by cgroup id, never by mark, uid or pid.
+ *
+ * Tuple-record failure (documented choice): sockops cannot refuse a connect.
+ * When the tuple map update fails, sockops marks the socket SG_F_UNRECORDED in
+ * its storage and the egress backstop drops every packet of that socket, so
+ * the SYN never leaves and the connect fails closed. The gateway independently
+ * refuses any peer it finds no tuple for.
+ */
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "snowgate.h"
+
+char _license[] SEC("license") = "Dual MIT/GPL";
+
+#define SG_SOCK_RAW 3        /* include/linux/net.h enum sock_type */
+#define SG_AF_INET 2
+#define SG_IPPROTO_MPTCP 262 /* MPTCP sockets report this protocol */
+#define SG_IPPROTO_ICMPV6 58
+#define SG_TCP_CLOSE 7       /* BPF_TCP_CLOSE */
+#define SG_PORT_DNS 53
+#define SG_PORT_HTTPS 443
+#define SG_PORT_DOT 853
+
+/* Prevent clang from merging adjacent context stores into one wide store,
+ * which the verifier rejects for sock_addr contexts. */
+#define barrier() asm volatile("" ::: "memory")
+
+/* Load a u32 field of struct bpf_sock straight off the socket pointer. The
+ * verifier refuses any arithmetic on a socket pointer, which clang emits when
+ * it selects between fields or shares a base address. */
+#define sock_read(dst, sk, field)                                                  \
+	asm volatile("%0 = *(u32 *)(%1 + %2)"                                      \
+		     : "=r"(dst)                                                   \
+		     : "r"(sk), "i"(__builtin_offsetof(struct bpf_sock, field)))
+
+/* Load-time constants, set from Go (internal/redirect) before loading.
+ * Addresses and ports in network byte order unless noted. */
+volatile const __u64 gateway_cgroup_id = 0;
+volatile const __u64 host_netns_cookie = 0;
+volatile const __u32 proxy4_ip = 0;      /* host netns TCP gateway */
+volatile const __u16 proxy4_port = 0;
+volatile const __u32 host_proxy4_ip = 0; /* gateway as seen from other netns */
+volatile const __u16 host_proxy4_port = 0;
+volatile const __u32 proxy6_ip[4] = {};  /* optional native v6 gateway */
+volatile const __u16 proxy6_port = 0;
+volatile const __u32 dns4_ip = 0;        /* host netns DNS listener; port 0 = off */
+volatile const __u16 dns4_port = 0;
+volatile const __u32 host_dns4_ip = 0;   /* DNS listener as seen from other netns */
+volatile const __u16 host_dns4_port = 0;
+volatile const __u32 dns6_ip[4] = {};    /* optional native v6 DNS listener */
+volatile const __u16 dns6_port = 0;
+volatile const __u16 intercept_ports[SG_MAX_PORTS] = {443, 80}; /* host order, 0 = unused */
+
+/* The original destination of each redirected socket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sg_origin);
+} sg_origins SEC(".maps");
+
+/* Client (address, port) -> origin, read by the gateway on accept. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sg_tuple_key);
+	__type(value, struct sg_origin);
+} sg_tuples SEC(".maps");
+
+/* Per-reason counters (enum sg_reason). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SG_REASON_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} sg_counters SEC(".maps");
+
+/* Refusal events. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} sg_events SEC(".maps");
+
+/* Network-namespace cookie -> gateway address for that namespace. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct sg_netns_target);
+} sg_netns SEC(".maps");
+
+/* bpf2go -type needs the types referenced. */
+const struct sg_event *unused_sg_event __attribute__((unused));
+const enum sg_reason *unused_sg_reason __attribute__((unused));
+const enum sg_hook *unused_sg_hook __attribute__((unused));
+
+struct who {
+	__u64 cgroup_id;
+	__u32 pid;
+	__u32 uid;
+};
+
+struct target {
+	__u32 ip;
+	__u16 port;
+};
+
+enum verdict { V_ALLOW, V_DENY, V_REDIRECT, V_DNS };
+
+/* The caller's cgroup, needed on every call for the gateway exclusion. */
+static __always_inline void who_init(struct who *w)
+{
+	w->cgroup_id = bpf_get_current_cgroup_id();
+	w->pid = 0;
+	w->uid = 0;
+}
+
+/* The caller's pid and uid, only fetched when something is recorded or
+ * refused: most connects need neither. */
+static __always_inline void who_task(struct who *w)
+{
+	w->pid = bpf_get_current_pid_tgid() >> 32;
+	w->uid = (__u32)bpf_get_current_uid_gid();
+}
+
+static __always_inline int excluded(__u64 cgroup_id)
+{
+	return gateway_cgroup_id != 0 && cgroup_id == gateway_cgroup_id;
+}
+
+static __always_inline void count(__u32 reason)
+{
+	__u64 *c = bpf_map_lookup_elem(&sg_counters, &reason);
+	if (c)
+		__sync_fetch_and_add(c, 1);
+}
+
+static __always_inline void v4mapped(__u32 out[4], __u32 ip)
+{
+	out[0] = 0;
+	out[1] = 0;
+	out[2] = bpf_htonl(0xffff);
+	out[3] = ip;
+}
+
+static __always_inline int is_v4mapped(const __u32 a[4])
+{
+	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff);
+}
+
+/* Count a refusal and report it through the ring buffer. */
+static __always_inline void refuse(const struct who *w, __u8 reason, __u8 hook,
+				   __u8 proto, const __u32 addr[4], __u16 port)
+{
+	count(reason);
+	struct sg_event *e = bpf_ringbuf_reserve(&sg_events, sizeof(*e), 0);
+	if (!e)
+		return;
+	e->cgroup_id = w->cgroup_id;
+	e->pid = w->pid;
+	e->uid = w->uid;
+	e->addr[0] = addr[0];
+	e->addr[1] = addr[1];
+	e->addr[2] = addr[2];
+	e->addr[3] = addr[3];
+	e->port = port;
+	e->reason = reason;
+	e->hook = hook;
+	e->proto = proto;
+	e->_pad[0] = 0;
+	e->_pad[1] = 0;
+	e->_pad[2] = 0;
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline int is_intercepted(__u16 port)
+{
+#pragma unroll
+	for (int i = 0; i < SG_MAX_PORTS; i++) {
+		__u16 p = intercept_ports[i];
+		if (p != 0 && p == port)
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline int dns_enabled(void)
+{
+	return dns4_port != 0 || host_dns4_port != 0 || dns6_port != 0;
+}
+
+/* The policy for one destination port (host order). */
+static __always_inline int policy(__u32 proto, __u16 port, __u8 *reason)
+{
+	if (proto == SG_IPPROTO_MPTCP)
+		proto = IPPROTO_TCP;
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) {
+		*reason = SG_REFUSED_PROTO;
+		return V_DENY;
+	}
+	if (port == SG_PORT_DOT) {
+		*reason = SG_REFUSED_DOT;
+		return V_DENY;
+	}
+	if (port == SG_PORT_DNS && dns_enabled())
+		return V_DNS;
+	if (proto == IPPROTO_UDP) {
+		if (port == SG_PORT_HTTPS) {
+			*reason = SG_REFUSED_QUIC;
+			return V_DENY;
+		}
+		return V_ALLOW;
+	}
+	if (is_intercepted(port))
+		return V_REDIRECT;
+	return V_ALLOW;
+}
+
+/* The IPv4 gateway address for the caller's network namespace. */
+static __always_inline int pick_target4(void *ctx, int dns, struct target *t)
+{
+	__u64 cookie = bpf_get_netns_cookie(ctx);
+
+	if (cookie == host_netns_cookie) {
+		t->ip = dns ? dns4_ip : proxy4_ip;
+		t->port = dns ? dns4_port : proxy4_port;
+	} else {
+		struct sg_netns_target *nt = bpf_map_lookup_elem(&sg_netns, &cookie);
+		if (nt) {
+			t->ip = dns ? (nt->dns_ip4 ? nt->dns_ip4 : nt->proxy_ip4) : nt->proxy_ip4;
+			t->port = dns ? nt->dns_port : nt->proxy_port;
+		} else {
+			t->ip = dns ? host_dns4_ip : host_proxy4_ip;
+			t->port = dns ? host_dns4_port : host_proxy4_port;
+		}
+	}
+	return t->ip != 0 && t->port != 0;
+}
+
+/* Forget an earlier redirect when a socket is connected again elsewhere. */
+static __always_inline void forget(struct bpf_sock *sk)
+{
+	if (!sk)
+		return;
+	struct sg_origin *o = bpf_sk_storage_get(&sg_origins, sk, 0, 0);
+	if (o)
+		o->flags = 0;
+}
+
+/* Record the original destination in socket storage. */
+static __always_inline struct sg_origin *remember(struct bpf_sock *sk, const struct who *w,
+						  const __u32 orig[4], __u16 orig_port,
+						  const __u32 tgt[4], __u16 tgt_port,
+						  __u8 flags, __u32 proto)
+{
+	if (!sk)
+		return 0;
+	struct sg_origin *o = bpf_sk_storage_get(&sg_origins, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!o)
+		return 0;
+	o->addr[0] = orig[0];
+	o->addr[1] = orig[1];
+	o->addr[2] = orig[2];
+	o->addr[3] = orig[3];
+	o->target[0] = tgt[0];
+	o->target[1] = tgt[1];
+	o->target[2] = tgt[2];
+	o->target[3] = tgt[3];
+	o->cgroup_id = w->cgroup_id;
+	o->cookie = 0;
+	o->pid = w->pid;
+	o->uid = w->uid;
+	o->port = orig_port;
+	o->target_port = tgt_port;
+	o->flags = flags;
+	o->proto = proto == SG_IPPROTO_MPTCP ? IPPROTO_TCP : proto;
+	o->_pad = 0;
+	return o;
+}
+
+/* Shared body of connect4, sendmsg4 and the v4-mapped half of connect6 and
+ * sendmsg6. Returns 1 to let the call proceed (possibly rewritten), 0 to
+ * refuse it with EPERM. */
+static __always_inline int handle4(struct bpf_sock_addr *ctx, struct who *w,
+				   __u32 proto, __u32 ip, __u16 port, int mapped,
+				   __u8 hook, int connect)
+{
+	__u32 orig[4], tgt[4];
+	__u8 reason = 0;
+	struct target t = {};
+
+	v4mapped(orig, ip);
+	int v = policy(proto, bpf_ntohs(port), &reason);
+	if (v == V_ALLOW) {
+		if (connect)
+			forget(ctx->sk);
+		return 1;
+	}
+	who_task(w);
+	if (v == V_DENY) {
+		refuse(w, reason, hook, proto, orig, port);
+		return 0;
+	}
+	if (!pick_target4(ctx, v == V_DNS, &t)) {
+		refuse(w, SG_REFUSED_NO_TARGET, hook, proto, orig, port);
+		return 0;
+	}
+	v4mapped(tgt, t.ip);
+	__u8 flags = SG_F_REDIRECTED | SG_F_V4 | (v == V_DNS ? SG_F_DNS : 0);
+	if (!remember(ctx->sk, w, orig, port, tgt, t.port, flags, proto)) {
+		refuse(w, SG_REFUSED_NO_STORAGE, hook, proto, orig, port);
+		return 0;
+	}
+	if (mapped) {
+		ctx->user_ip6[0] = tgt[0];
+		barrier();
+		ctx->user_ip6[1] = tgt[1];
+		barrier();
+		ctx->user_ip6[2] = tgt[2];
+		barrier();
+		ctx->user_ip6[3] = tgt[3];
+	} else {
+		ctx->user_ip4 = t.ip;
+	}
+	barrier();
+	ctx->user_port = t.port;
+	count(v == V_DNS ? SG_DNS_REDIRECTED : SG_REDIRECTED4);
+	return 1;
+}
+
+/* Native IPv6 half of connect6 and sendmsg6. */
+static __always_inline int handle6(struct bpf_sock_addr *ctx, struct who *w,
+				   __u32 proto, const __u32 orig[4], __u16 port,
+				   __u8 hook, int connect)
+{
+	__u32 tgt[4];
+	__u16 tgt_port;
+	__u8 reason = 0;
+
+	int v = policy(proto, bpf_ntohs(port), &reason);
+	if (v == V_ALLOW) {
+		if (connect)
+			forget(ctx->sk);
+		return 1;
+	}
+	who_task(w);
+	if (v == V_DENY) {
+		refuse(w, reason, hook, proto, orig, port);
+		return 0;
+	}
+	/* A v6 gateway address only exists in the host network namespace. */
+	int host = bpf_get_netns_cookie(ctx) == host_netns_cookie;
+	if (v == V_DNS) {
+		tgt[0] = dns6_ip[0];
+		tgt[1] = dns6_ip[1];
+		tgt[2] = dns6_ip[2];
+		tgt[3] = dns6_ip[3];
+		tgt_port = dns6_port;
+	} else {
+		tgt[0] = proxy6_ip[0];
+		tgt[1] = proxy6_ip[1];
+		tgt[2] = proxy6_ip[2];
+		tgt[3] = proxy6_ip[3];
+		tgt_port = proxy6_port;
+	}
+	if (!host || tgt_port == 0) {
+		refuse(w, SG_REFUSED_V6, hook, proto, orig, port);
+		return 0;
+	}
+	__u8 flags = SG_F_REDIRECTED | (v == V_DNS ? SG_F_DNS : 0);
+	if (!remember(ctx->sk, w, orig, port, tgt, tgt_port, flags, proto)) {
+		refuse(w, SG_REFUSED_NO_STORAGE, hook, proto, orig, port);
+		return 0;
+	}
+	ctx->user_ip6[0] = tgt[0];
+	barrier();
+	ctx->user_ip6[1] = tgt[1];
+	barrier();
+	ctx->user_ip6[2] = tgt[2];
+	barrier();
+	ctx->user_ip6[3] = tgt[3];
+	barrier();
+	ctx->user_port = tgt_port;
+	count(v == V_DNS ? SG_DNS_REDIRECTED : SG_REDIRECTED6);
+	return 1;
+}
+
+static __always_inline int handle_addr6(struct bpf_sock_addr *ctx, __u8 hook, int connect)
+{
+	struct who w;
+	__u32 a[4];
+
+	who_init(&w);
+	if (excluded(w.cgroup_id))
+		return 1;
+	__u32 proto = ctx->protocol;
+	__u16 port = (__u16)ctx->user_port;
+	a[0] = ctx->user_ip6[0];
+	a[1] = ctx->user_ip6[1];
+	a[2] = ctx->user_ip6[2];
+	a[3] = ctx->user_ip6[3];
+	if (is_v4mapped(a))
+		return handle4(ctx, &w, proto, a[3], port, 1, hook, connect);
+	return handle6(ctx, &w, proto, a, port, hook, connect);
+}
+
+SEC("cgroup/connect4")
+int sg_connect4(struct bpf_sock_addr *ctx)
+{
+	struct who w;
+
+	who_init(&w);
+	if (excluded(w.cgroup_id))
+		return 1;
+	return handle4(ctx, &w, ctx->protocol, ctx->user_ip4, (__u16)ctx->user_port, 0,
+		       SG_HOOK_CONNECT4, 1);
+}
+
+SEC("cgroup/connect6")
+int sg_connect6(struct bpf_sock_addr *ctx)
+{
+	return handle_addr6(ctx, SG_HOOK_CONNECT6, 1);
+}
+
+SEC("cgroup/sendmsg4")
+int sg_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	struct who w;
+
+	who_init(&w);
+	if (excluded(w.cgroup_id))
+		return 1;
+	return handle4(ctx, &w, ctx->protocol, ctx->user_ip4, (__u16)ctx->user_port, 0,
+		       SG_HOOK_SENDMSG4, 0);
+}
+
+SEC("cgroup/sendmsg6")
+int sg_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return handle_addr6(ctx, SG_HOOK_SENDMSG6, 0);
+}
+
+/* The origin of a redirected socket. TCP and UDP sockets carry it in socket
+ * storage. An MPTCP socket does not: connect4/6 ran on its first subflow, so
+ * the storage sits there; its record is found through the tuple map under the
+ * local address and port, which the MPTCP socket shares with the subflow. */
+static __always_inline struct sg_origin *origin_of(struct bpf_sock_addr *ctx, struct bpf_sock *sk)
+{
+	struct sg_origin *o = bpf_sk_storage_get(&sg_origins, sk, 0, 0);
+	if (o || ctx->protocol != SG_IPPROTO_MPTCP)
+		return o;
+	struct sg_tuple_key k = {};
+	__u32 family, ip4, a0, a1, a2, a3, lport;
+
+	sock_read(family, sk, family);
+	sock_read(ip4, sk, src_ip4);
+	sock_read(a0, sk, src_ip6[0]);
+	sock_read(a1, sk, src_ip6[1]);
+	sock_read(a2, sk, src_ip6[2]);
+	sock_read(a3, sk, src_ip6[3]);
+	sock_read(lport, sk, src_port);
+	if (family == SG_AF_INET) {
+		v4mapped(k.addr, ip4);
+	} else {
+		k.addr[0] = a0;
+		k.addr[1] = a1;
+		k.addr[2] = a2;
+		k.addr[3] = a3;
+	}
+	k.port = bpf_htons((__u16)lport);
+	return bpf_map_lookup_elem(&sg_tuples, &k);
+}
+
+/* The origin when the address the kernel is about to report (peer or
+ * datagram source) is the gateway the socket was sent to. */
+static __always_inline struct sg_origin *origin_of4(struct bpf_sock_addr *ctx, __u8 need)
+{
+	struct bpf_sock *sk = ctx->sk;
+	if (!sk)
+		return 0;
+	struct sg_origin *o = origin_of(ctx, sk);
+	if (!o || (o->flags & need) != need || !(o->flags & SG_F_V4))
+		return 0;
+	if (ctx->user_ip4 != o->target[3] || (__u16)ctx->user_port != o->target_port)
+		return 0;
+	return o;
+}
+
+static __always_inline struct sg_origin *origin_of6(struct bpf_sock_addr *ctx, __u8 need)
+{
+	struct bpf_sock *sk = ctx->sk;
+	if (!sk)
+		return 0;
+	struct sg_origin *o = origin_of(ctx, sk);
+	if (!o || (o->flags & need) != need)
+		return 0;
+	if (ctx->user_ip6[0] != o->target[0] || ctx->user_ip6[1] != o->target[1] ||
+	    ctx->user_ip6[2] != o->target[2] || ctx->user_ip6[3] != o->target[3] ||
+	    (__u16)ctx->user_port != o->target_port)
+		return 0;
+	return o;
+}
+
+static __always_inline void restore4(struct bpf_sock_addr *ctx, const struct sg_origin *o)
+{
+	ctx->user_ip4 = o->addr[3];
+	barrier();
+	ctx->user_port = o->port;
+}
+
+static __always_inline void restore6(struct bpf_sock_addr *ctx, const struct sg_origin *o)
+{
+	ctx->user_ip6[0] = o->addr[0];
+	barrier();
+	ctx->user_ip6[1] = o->addr[1];
+	barrier();
+	ctx->user_ip6[2] = o->addr[2];
+	barrier();
+	ctx->user_ip6[3] = o->addr[3];
+	barrier();
+	ctx->user_port = o->port;
+}
+
+SEC("cgroup/getpeername4")
+int sg_getpeername4(struct bpf_sock_addr *ctx)
+{
+	struct sg_origin *o = origin_of4(ctx, SG_F_REDIRECTED);
+	if (o)
+		restore4(ctx, o);
+	return 1;
+}
+
+SEC("cgroup/getpeername6")
+int sg_getpeername6(struct bpf_sock_addr *ctx)
+{
+	struct sg_origin *o = origin_of6(ctx, SG_F_REDIRECTED);
+	if (o)
+		restore6(ctx, o);
+	return 1;
+}
+
+SEC("cgroup/recvmsg4")
+int sg_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	struct sg_origin *o = origin_of4(ctx, SG_F_REDIRECTED | SG_F_DNS);
+	if (o) {
+		restore4(ctx, o);
+		count(SG_DNS_REPLY_RESTORED);
+	}
+	return 1;
+}
+
+SEC("cgroup/recvmsg6")
+int sg_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	struct sg_origin *o = origin_of6(ctx, SG_F_REDIRECTED | SG_F_DNS);
+	if (o) {
+		restore6(ctx, o);
+		count(SG_DNS_REPLY_RESTORED);
+	}
+	return 1;
+}
+
+/* The tuple key of a TCP socket: its local address and port. For sockets
+ * redirected to an IPv4 gateway (AF_INET, or AF_INET6 with a v4-mapped
+ * destination) the v4 source is read from local_ip4, which is already set
+ * when TCP_CONNECT_CB runs (the v6 view of a mapped socket is not yet). */
+static __always_inline void tuple_key(struct bpf_sock_ops *skops, const struct sg_origin *o,
+				      struct sg_tuple_key *k)
+{
+	/* Read every field unconditionally: a conditional read lets clang
+	 * select between context offsets, which the verifier refuses
+	 * ("dereference of modified ctx ptr"). */
+	__u32 ip4 = skops->local_ip4;
+	__u32 a0 = skops->local_ip6[0];
+	__u32 a1 = skops->local_ip6[1];
+	__u32 a2 = skops->local_ip6[2];
+	__u32 a3 = skops->local_ip6[3];
+	__u32 lport = skops->local_port;
+	barrier();
+	if (o->flags & SG_F_V4) {
+		v4mapped(k->addr, ip4);
+	} else {
+		k->addr[0] = a0;
+		k->addr[1] = a1;
+		k->addr[2] = a2;
+		k->addr[3] = a3;
+	}
+	k->port = bpf_htons((__u16)lport);
+	k->_pad = 0;
+}
+
+SEC("sockops")
+int sg_sockops(struct bpf_sock_ops *skops)
+{
+	struct sg_tuple_key k = {};
+	struct bpf_sock *sk;
+	struct sg_origin *o;
+
+	switch (skops->op) {
+	case BPF_SOCK_OPS_TCP_CONNECT_CB:
+		sk = skops->sk;
+		if (!sk)
+			return 1;
+		o = bpf_sk_storage_get(&sg_origins, sk, 0, 0);
+		if (!o || !(o->flags & SG_F_REDIRECTED))
+			return 1;
+		tuple_key(skops, o, &k);
+		o->cookie = bpf_get_socket_cookie(skops);
+		if (bpf_map_update_elem(&sg_tuples, &k, o, BPF_ANY) != 0) {
+			struct who w = {
+				.cgroup_id = o->cgroup_id,
+				.pid = o->pid,
+				.uid = o->uid,
+			};
+			o->flags |= SG_F_UNRECORDED;
+			refuse(&w, SG_TUPLE_UPDATE_FAILED, SG_HOOK_SOCKOPS, IPPROTO_TCP, o->addr,
+			       o->port);
+		} else {
+			count(SG_TUPLE_RECORDED);
+		}
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+						 BPF_SOCK_OPS_STATE_CB_FLAG);
+		return 1;
+	case BPF_SOCK_OPS_STATE_CB:
+		if (skops->args[1] != SG_TCP_CLOSE)
+			return 1;
+		sk = skops->sk;
+		if (!sk)
+			return 1;
+		o = bpf_sk_storage_get(&sg_origins, sk, 0, 0);
+		if (!o || !(o->flags & SG_F_REDIRECTED))
+			return 1;
+		tuple_key(skops, o, &k);
+		struct sg_origin *rec = bpf_map_lookup_elem(&sg_tuples, &k);
+		/* The cookie check keeps a late close from deleting the record
+		 * of a newer socket that reuses the same local port. */
+		if (rec && rec->cookie == o->cookie) {
+			bpf_map_delete_elem(&sg_tuples, &k);
+			count(SG_TUPLE_DELETED);
+		}
+		return 1;
+	}
+	return 1;
+}
+
+SEC("cgroup/sock_create")
+int sg_sock_create(struct bpf_sock *ctx)
+{
+	struct who w;
+	__u32 none[4] = {};
+
+	who_init(&w);
+	if (excluded(w.cgroup_id))
+		return 1;
+	if (ctx->type == SG_SOCK_RAW) {
+		who_task(&w);
+		refuse(&w, SG_REFUSED_RAW, SG_HOOK_SOCK_CREATE, (__u8)ctx->protocol, none, 0);
+		return 0;
+	}
+	/* Only TCP (and MPTCP), UDP and ping sockets. UDP-Lite, SCTP and DCCP
+	 * are refused here because connect4 does not run for every one of
+	 * them (UDP-Lite connect() skips it), and a connected socket's sends
+	 * never reach sendmsg4. */
+	__u32 proto = ctx->protocol;
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != SG_IPPROTO_MPTCP &&
+	    proto != IPPROTO_ICMP && proto != SG_IPPROTO_ICMPV6) {
+		who_task(&w);
+		refuse(&w, SG_REFUSED_PROTO, SG_HOOK_SOCK_CREATE, (__u8)proto, none, 0);
+		return 0;
+	}
+	return 1;
+}
+
+/* Is this destination one of the gateway's own addresses? */
+static __always_inline int is_gateway(const __u32 a[4])
+{
+	if (is_v4mapped(a)) {
+		__u32 ip = a[3];
+		return (ip != 0) && (ip == proxy4_ip || ip == host_proxy4_ip || ip == dns4_ip ||
+				     ip == host_dns4_ip);
+	}
+	if (proxy6_port != 0 && a[0] == proxy6_ip[0] && a[1] == proxy6_ip[1] &&
+	    a[2] == proxy6_ip[2] && a[3] == proxy6_ip[3])
+		return 1;
+	if (dns6_port != 0 && a[0] == dns6_ip[0] && a[1] == dns6_ip[1] && a[2] == dns6_ip[2] &&
+	    a[3] == dns6_ip[3])
+		return 1;
+	return 0;
+}
+
+struct sg_ipv6_opt {
+	__u8 nexthdr;
+	__u8 hdrlen;
+	__be16 frag_off; /* fragment header only */
+};
+
+/* Backstop for anything that escaped the socket hooks (sockets created before
+ * the programs were attached, a detached connect link, unrecorded sockets).
+ * Data starts at the network header. */
+SEC("cgroup_skb/egress")
+int sg_egress(struct __sk_buff *skb)
+{
+	struct who w = {};
+	__u32 daddr[4];
+	__u32 off;
+	__u8 proto;
+	__be16 dport;
+
+	w.cgroup_id = bpf_skb_cgroup_id(skb);
+	if (excluded(w.cgroup_id))
+		return 1;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) < 0)
+			return 1;
+		if (ip.frag_off & bpf_htons(0x1fff))
+			return 1; /* not the first fragment: no ports here */
+		proto = ip.protocol;
+		off = ip.ihl * 4;
+		v4mapped(daddr, ip.daddr);
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+		struct sg_ipv6_opt opt;
+		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)) < 0)
+			return 1;
+		daddr[0] = ip6.daddr.in6_u.u6_addr32[0];
+		daddr[1] = ip6.daddr.in6_u.u6_addr32[1];
+		daddr[2] = ip6.daddr.in6_u.u6_addr32[2];
+		daddr[3] = ip6.daddr.in6_u.u6_addr32[3];
+		proto = ip6.nexthdr;
+		off = sizeof(ip6);
+		int i;
+#pragma unroll
+		for (i = 0; i < 6; i++) {
+			if (proto != IPPROTO_HOPOPTS && proto != IPPROTO_ROUTING &&
+			    proto != IPPROTO_DSTOPTS && proto != IPPROTO_FRAGMENT &&
+			    proto != IPPROTO_AH)
+				break;
+			if (bpf_skb_load_bytes(skb, off, &opt, sizeof(opt)) < 0)
+				return 1;
+			if (proto == IPPROTO_FRAGMENT) {
+				if (opt.frag_off & bpf_htons(0xfff8))
+					return 1;
+				off += 8;
+			} else if (proto == IPPROTO_AH) {
+				off += ((__u32)opt.hdrlen + 2) * 4;
+			} else {
+				off += ((__u32)opt.hdrlen + 1) * 8;
+			}
+			proto = opt.nexthdr;
+		}
+		if (i == 6) {
+			/* Too many extension headers to see the ports: refuse. */
+			w.uid = bpf_get_socket_uid(skb);
+			refuse(&w, SG_EGRESS_DROPPED, SG_HOOK_EGRESS, proto, daddr, 0);
+			return 0;
+		}
+	} else {
+		return 1;
+	}
+
+	/* A redirected socket whose tuple could not be recorded (sockops):
+	 * none of its packets may leave. */
+	if (proto == IPPROTO_TCP && skb->sk) {
+		struct bpf_sock *sk = bpf_sk_fullsock(skb->sk);
+		if (sk) {
+			struct sg_origin *o = bpf_sk_storage_get(&sg_origins, sk, 0, 0);
+			if (o && (o->flags & SG_F_UNRECORDED)) {
+				w.uid = bpf_get_socket_uid(skb);
+				refuse(&w, SG_EGRESS_DROPPED, SG_HOOK_EGRESS, o->proto, o->addr,
+				       o->port);
+				return 0;
+			}
+		}
+	}
+
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_UDPLITE &&
+	    proto != IPPROTO_SCTP && proto != IPPROTO_DCCP)
+		return 1;
+	/* All five start with the source and destination ports. */
+	if (bpf_skb_load_bytes(skb, off + 2, &dport, sizeof(dport)) < 0)
+		return 1;
+	__u16 port = bpf_ntohs(dport);
+
+	int drop = 0;
+	if (port == SG_PORT_DOT)
+		drop = 1;
+	else if (proto == IPPROTO_TCP)
+		drop = is_intercepted(port) || (port == SG_PORT_DNS && dns_enabled());
+	else if (proto == IPPROTO_UDP)
+		drop = port == SG_PORT_HTTPS || (port == SG_PORT_DNS && dns_enabled());
+	else
+		drop = is_intercepted(port) || port == SG_PORT_HTTPS || port == SG_PORT_DNS;
+	if (!drop || is_gateway(daddr))
+		return 1;
+	w.uid = bpf_get_socket_uid(skb);
+	refuse(&w, SG_EGRESS_DROPPED, SG_HOOK_EGRESS, proto, daddr, dport);
+	return 0;
+}

@@ -1,0 +1,223 @@
+// Package config is snowgate's YAML configuration: its shape, its defaults,
+// and validation that refuses unknown keys and bad values at start with the
+// file, the line, the key and the reason ("snowgate.yaml:12: rules[0].account:
+// no account named "acme"").
+//
+// File paths have no defaults here: the appliance's configuration names them,
+// so the code never assumes a machine layout.
+package config
+
+import (
+	"time"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	Intercept Intercept          `yaml:"intercept"`
+	CA        CA                 `yaml:"ca"`
+	DNS       DNS                `yaml:"dns"`
+	Accounts  map[string]Account `yaml:"accounts"`
+	Identity  Identity           `yaml:"identity"`
+	Rules     []Rule             `yaml:"rules"`
+	Recording Recording          `yaml:"recording"`
+	Approvals Approvals          `yaml:"approvals"`
+	Admin     Admin              `yaml:"admin"`
+}
+
+// Intercept is what gets redirected to the gateway and how it decides.
+type Intercept struct {
+	// Cgroup is the cgroup v2 directory below which every agent process
+	// lives; the redirect programs attach to it. Required.
+	Cgroup string `yaml:"cgroup"`
+	// ProxyAddress is the address the redirect sends connections to;
+	// reachable from container network namespaces too. Default 169.254.77.1.
+	ProxyAddress string `yaml:"proxy_address"`
+	// TLSPort and HTTPPort are the gateway's listeners on ProxyAddress for
+	// redirected port-443 and port-80 traffic. Defaults 443 and 80.
+	TLSPort  int `yaml:"tls_port"`
+	HTTPPort int `yaml:"http_port"`
+	// SnowflakeDomains are the domains whose names the gateway terminates.
+	// Default [snowflakecomputing.com].
+	SnowflakeDomains []string `yaml:"snowflake_domains"`
+	// OtherTLS is what happens to TLS for other names: deny (default) or
+	// passthrough.
+	OtherTLS string `yaml:"other_tls"`
+}
+
+// Values of Intercept.OtherTLS.
+const (
+	OtherTLSDeny        = "deny"
+	OtherTLSPassthrough = "passthrough"
+)
+
+// CA locates the gateway CA and shapes its leaves.
+type CA struct {
+	// CertFile and KeyFile are written by `snowgate ca init`. Required.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// LeafValidity is the lifetime of minted leaves; default 24h, at most
+	// 144h (drivers skip CRL checks only for leaves under 7 days).
+	LeafValidity Duration `yaml:"leaf_validity"`
+	// OCSPURL is put in every leaf; default http://<proxy_address>/_snowgate/ocsp.
+	OCSPURL string `yaml:"ocsp_url"`
+}
+
+// DNS is the forwarder that answers the agents' redirected DNS queries.
+type DNS struct {
+	// Listen is the UDP and TCP address; default <proxy_address>:53.
+	Listen string `yaml:"listen"`
+	// Upstreams are resolver addresses (ip or ip:port); empty means the
+	// host's /etc/resolv.conf at start.
+	Upstreams []string `yaml:"upstreams"`
+	// Timeout bounds one upstream exchange; default 5s.
+	Timeout Duration `yaml:"timeout"`
+	// Static answers names that do not resolve upstream (the demo maps
+	// demo.snowflakecomputing.com to a stand-in address).
+	Static map[string][]string `yaml:"static"`
+}
+
+// Account is one Snowflake account the gateway logs in to.
+type Account struct {
+	// Host is the account's host name, e.g. acme-prod.snowflakecomputing.com.
+	// Required; must be under a Snowflake domain.
+	Host string `yaml:"host"`
+	// Upstream overrides where the gateway connects (private links, the
+	// emulator): an http(s) URL or host:port. Empty: Host on 443.
+	Upstream string `yaml:"upstream"`
+	// Credential is the gateway's own credential for the account.
+	Credential Credential `yaml:"credential"`
+}
+
+// Credential is a gateway-held Snowflake credential. Secrets live in files.
+type Credential struct {
+	// Type is keypair, pat or password.
+	Type string `yaml:"type"`
+	// User is the Snowflake service user. Required.
+	User string `yaml:"user"`
+	// PrivateKeyFile is the PKCS#8 key of a keypair credential.
+	PrivateKeyFile string `yaml:"private_key_file"`
+	// TokenFile holds a programmatic access token (pat).
+	TokenFile string `yaml:"token_file"`
+	// PasswordFile holds a password (password).
+	PasswordFile string `yaml:"password_file"`
+}
+
+// Values of Credential.Type.
+const (
+	CredentialKeyPair  = "keypair"
+	CredentialPAT      = "pat"
+	CredentialPassword = "password"
+)
+
+// Identity configures the workload-identity token issuers the gateway trusts.
+type Identity struct {
+	Issuers []Issuer `yaml:"issuers"`
+}
+
+// Issuer is one trusted OIDC issuer.
+type Issuer struct {
+	// Issuer is the exact iss claim and discovery base URL. Required; https,
+	// or http only on a loopback address.
+	Issuer string `yaml:"issuer"`
+	// Audiences are the accepted aud values. At least one.
+	Audiences []string `yaml:"audiences"`
+	// JWKSURL overrides discovery of the signing keys.
+	JWKSURL string `yaml:"jwks_url"`
+}
+
+// Rule maps a verified workload identity to a Snowflake session and a
+// statement policy. Rules are tried in order; the first match wins.
+type Rule struct {
+	// Name identifies the rule in logs and recordings. Required, unique.
+	Name  string `yaml:"name"`
+	Match Match  `yaml:"match"`
+	// Account names an entry of accounts. Required.
+	Account    string     `yaml:"account"`
+	Snowflake  Session    `yaml:"snowflake"`
+	Statements Statements `yaml:"statements"`
+}
+
+// Match selects tokens: the issuer and exact claim values.
+type Match struct {
+	// Issuer must be one of identity.issuers. Required.
+	Issuer string `yaml:"issuer"`
+	// Claims must all be present with exactly these string values.
+	Claims map[string]string `yaml:"claims"`
+}
+
+// Session is the Snowflake context a rule grants; the request never chooses
+// it.
+type Session struct {
+	// Role is required.
+	Role      string `yaml:"role"`
+	Warehouse string `yaml:"warehouse"`
+	Database  string `yaml:"database"`
+	Schema    string `yaml:"schema"`
+}
+
+// Statements is the decision per statement class: allow, deny or approve.
+// Default: read allow, everything else deny.
+type Statements struct {
+	Read         string `yaml:"read"`
+	DML          string `yaml:"dml"`
+	DDL          string `yaml:"ddl"`
+	FileTransfer string `yaml:"file_transfer"`
+}
+
+// Decisions of Statements.
+const (
+	DecisionAllow   = "allow"
+	DecisionDeny    = "deny"
+	DecisionApprove = "approve"
+)
+
+// Recording configures the session recordings.
+type Recording struct {
+	// Dir holds local recordings. Required.
+	Dir string `yaml:"dir"`
+	// EncryptTo lists age recipients (age1…) the recordings are encrypted to.
+	EncryptTo []string `yaml:"encrypt_to"`
+	// Results is how much of each result is recorded: full (default), none
+	// or first_rows.
+	Results string `yaml:"results"`
+	// FirstRows is the row count kept with results: first_rows; default 100.
+	FirstRows int `yaml:"first_rows"`
+}
+
+// Values of Recording.Results.
+const (
+	ResultsFull      = "full"
+	ResultsNone      = "none"
+	ResultsFirstRows = "first_rows"
+)
+
+// Approvals configures just-in-time approval of held statements.
+type Approvals struct {
+	// Timeout after which a held statement is denied; default 30m.
+	Timeout Duration `yaml:"timeout"`
+	// Notify is an http(s) webhook told about new approval requests.
+	Notify string `yaml:"notify"`
+}
+
+// Admin is the operator's HTTP listener: /metrics, /healthz, approvals API.
+type Admin struct {
+	// Listen is host:port; default 127.0.0.1:9464.
+	Listen string `yaml:"listen"`
+}
+
+// Duration is a time.Duration written as "30m", "24h", "5s".
+type Duration struct {
+	time.Duration
+	// raw is the text as written, kept for the validation message.
+	raw string
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler. Parsing happens in
+// validation, where the error can name the line.
+func (d *Duration) UnmarshalText(b []byte) error {
+	d.raw = string(b)
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }

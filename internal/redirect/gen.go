@@ -1,0 +1,11 @@
+package redirect
+
+// The eBPF objects are generated from bpf/snowgate.c by bpf2go and committed
+// (snowgate_bpfel.go and snowgate_bpfel.o), so building snowgate needs no C
+// compiler. `make generate` rebuilds them with the pinned clang; `make
+// check-generate` proves the committed objects match the sources.
+//
+// -target bpfel serves every little-endian architecture (amd64, arm64, ...).
+// The include directory holds arch-neutral asm/ shims so the object does not
+// depend on the build host's multiarch headers.
+//go:generate go tool bpf2go -target bpfel -type sg_event -type sg_origin -type sg_tuple_key -type sg_netns_target -type sg_reason -type sg_hook snowgate ../../bpf/snowgate.c -- -O2 -g -Wall -Werror -I../../bpf/include

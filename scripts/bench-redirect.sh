@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# eBPF redirect benchmark: the cost of one connect through the redirect, next to
+# the same connect with no program attached and through an nftables REDIRECT
+# rule, all measured in one run (BenchmarkConnect in internal/redirect), plus
+# the run time of each eBPF program from the kernel's BPF statistics.
+#
+# The kernel's statistics (what kernel.bpf_stats_enabled=1 switches on) are
+# enabled by the benchmark itself through BPF_ENABLE_STATS, only for its
+# "ebpf-progstats" run, and go off again when it ends.
+#
+# Needs root (cgroups, eBPF, network namespaces). Tunables:
+#   COUNT=7 BENCHTIME=1s ./scripts/bench-redirect.sh
+# Prints the raw benchmark lines, then medians over COUNT runs and ratios, then
+# the cost of the gateway's per-connection Lookup.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "bench-redirect: needs root (eBPF, cgroups, network namespaces)" >&2
+	exit 1
+fi
+count=${COUNT:-7}
+benchtime=${BENCHTIME:-1s}
+raw=$(mktemp)
+trap 'rm -f "$raw"' EXIT
+
+echo "# go test ./internal/redirect -run '^\$' -bench '^BenchmarkConnect\$' -benchtime $benchtime -count $count"
+echo "# $(uname -sr), $(nproc) CPUs, load: $(cut -d' ' -f1-3 /proc/loadavg)"
+go test ./internal/redirect -run '^$' -bench '^BenchmarkConnect$' -benchtime "$benchtime" -count "$count" -timeout 30m | tee "$raw"
+
+# Medians: ns/op per variant, and <program>-ns/run, <program>-runs/op metrics.
+awk '
+function median(key,   n, i, j, t, a) {
+	n = cnt[key]
+	for (i = 1; i <= n; i++) a[i] = val[key, i]
+	for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+	if (n % 2) return a[(n + 1) / 2]
+	return (a[n / 2] + a[n / 2 + 1]) / 2
+}
+function lo(key,   i, m) { m = val[key, 1]; for (i = 2; i <= cnt[key]; i++) if (val[key, i] < m) m = val[key, i]; return m }
+function hi(key,   i, m) { m = val[key, 1]; for (i = 2; i <= cnt[key]; i++) if (val[key, i] > m) m = val[key, i]; return m }
+function add(key, v) { cnt[key]++; val[key, cnt[key]] = v; if (!(key in seen)) { seen[key] = 1; order[++nkeys] = key } }
+/^BenchmarkConnect\/[^ ]+ / {
+	name = $1; sub(/^BenchmarkConnect\//, "", name); sub(/-[0-9]+$/, "", name)
+	for (i = 3; i < NF; i += 2) {
+		unit = $(i + 1)
+		if (unit == "ns/op") add(name " ns/op", $i)
+		else add(name " " unit, $i)
+	}
+}
+END {
+	print ""
+	print "## medians over " cnt["none ns/op"] " runs [min - max]"
+	for (k = 1; k <= nkeys; k++) printf "%-40s %10.1f  [%.1f - %.1f]\n", order[k], median(order[k]), lo(order[k]), hi(order[k])
+	base = median("none ns/op")
+	if (base <= 0) exit
+	print ""
+	print "## separate runs: connect cost against the baseline (no program), medians"
+	split("ebpf ebpf-no-lookup ebpf-no-rewrite nftables", vs, " ")
+	for (i = 1; i <= 4; i++) {
+		key = vs[i] " ns/op"
+		if (!(key in cnt)) continue
+		m = median(key)
+		printf "%-16s %8.2f µs/connect  ratio %.3f  added %+.2f µs\n", vs[i], m / 1000, m / base, (m - base) / 1000
+	}
+	if (("ebpf ns/op" in cnt) && ("nftables ns/op" in cnt))
+		printf "ebpf/nftables ratio %.3f\n", median("ebpf ns/op") / median("nftables ns/op")
+	if ("paired none-ns/connect" in cnt) {
+		print ""
+		print "## paired (variants interleaved, one connect of each per iteration): medians of the per-run medians"
+		split("none ebpf ebpf-no-lookup ebpf-no-rewrite nftables", vs, " ")
+		for (i = 1; i <= 5; i++) {
+			key = "paired " vs[i] "-ns/connect"
+			if (!(key in cnt)) continue
+			line = sprintf("%-16s %8.2f µs/connect", vs[i], median(key) / 1000)
+			if (vs[i] != "none") line = line sprintf("  ratio %.3f [%.3f - %.3f]", median("paired " vs[i] "/none"), lo("paired " vs[i] "/none"), hi("paired " vs[i] "/none"))
+			print line
+		}
+		if ("paired ebpf/nftables" in cnt)
+			printf "ebpf/nftables ratio %.3f [%.3f - %.3f]\n", median("paired ebpf/nftables"), lo("paired ebpf/nftables"), hi("paired ebpf/nftables")
+	}
+	print ""
+	print "## eBPF program run time (kernel BPF stats), medians"
+	for (k = 1; k <= nkeys; k++) {
+		key = order[k]
+		if (key ~ /-ns\/run$/) {
+			prog = key; sub(/^ebpf-progstats /, "", prog); sub(/-ns\/run$/, "", prog)
+			printf "%-14s %8.1f ns/run  %5.2f runs/connect\n", prog, median(key), median("ebpf-progstats " prog "-runs/op")
+		}
+	}
+}' "$raw"
+
+echo
+echo "# go test ./internal/redirect -run '^\$' -bench '^BenchmarkLookup\$' -count 3"
+go test ./internal/redirect -run '^$' -bench '^BenchmarkLookup$' -count 3 -timeout 10m | grep -E '^Benchmark'

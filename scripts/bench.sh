@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# make bench: every benchmark of the project, each reported against a baseline
+# measured in the same run. Results are printed and kept under bench-out/;
+# the figures that matter are copied by hand into BENCHMARKS.md with this command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=bench-out
+mkdir -p "$out"
+
+echo "== emulator: rows/s for a 1,000,000-row SELECT (JSON and Arrow), the baseline of later gateway figures"
+go test ./internal/emulator -run '^$' -bench 'BenchmarkSelectMillionRows' -benchtime 1x -count 3 -timeout 30m | tee "$out/emulator.txt"
+
+echo "== emulator: result generation and encoding alone"
+go test ./internal/emulator/resultset -run '^$' -bench . -benchtime 1x -count 3 -timeout 30m | tee "$out/resultset.txt"
+
+if [ "$(id -u)" -eq 0 ]; then
+	echo "== eBPF redirect: connect cost against no program and nftables REDIRECT"
+	./scripts/bench-redirect.sh | tee "$out/redirect.txt"
+else
+	echo "== eBPF redirect: skipped (needs root: sudo make bench)"
+fi
