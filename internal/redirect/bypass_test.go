@@ -1,6 +1,6 @@
 package redirect_test
 
-// The bypass matrix of docs/ebpf-redirect.md §8 (items 1–18), as one table.
+// The bypass matrix of ebpf-redirect.md §8 (items 1–18), as one table.
 // Every row runs a real client process: cloned into a cgroup, in a private
 // network namespace whose default routes are unreachable, as nobody without
 // capabilities unless the row says otherwise. Each row asserts its outcome:
@@ -11,7 +11,8 @@ package redirect_test
 //   - denied: EPERM at the stated step;
 //   - failed closed: ECONNREFUSED or ENETUNREACH, never a direct path;
 //   - direct: the connect went straight out and met the unreachable route
-//     (only for the excluded gateway, a documented gap, and uninstall).
+//     (only for the excluded gateway, the documented gap of a socket
+//     brought in from outside the subtree, and uninstall).
 //
 // The rows run in order; the last ones walk the lifecycle (restart, upgrade
 // under load, daemon killed, uninstall) on the same installation.
@@ -47,11 +48,14 @@ type bypassEnv struct {
 	cfg                                  redirect.Config
 	pinDir                               string
 	handles                              []*redirect.Redirect
+	// top is the matrix's own test: what outlives a row (a recreated
+	// cgroup) is cleaned up with it.
+	top *testing.T
 }
 
 func newBypassEnv(t *testing.T) *bypassEnv {
 	t.Helper()
-	e := &bypassEnv{ns: testenv.NewNetns(t)}
+	e := &bypassEnv{ns: testenv.NewNetns(t), top: t}
 	e.slice = testenv.NewCgroup(t)
 	e.agents = e.slice.Child(t, "agents")
 	e.job = e.agents.Child(t, "job")
@@ -511,12 +515,12 @@ sys.stdout.write(s.makefile("rb").read().decode())`)
 		}},
 		{item: "17", name: "daemon restart under load: refused or redirected, never direct", run: func(t *testing.T, e *bypassEnv, p testenv.Proc) testenv.ClientResult {
 			c := testenv.StartClient(t, p, testenv.ClientAction{Op: testenv.OpConnectLoop, Network: "tcp4", Addr: snowflake443.String(),
-				Count: 100, MinDurationMS: 3000, Expect: "orig=" + snowflake443.String() + " ", TimeoutSec: 10})
+				Count: 100, MinDurationMS: 4000, Expect: "orig=" + snowflake443.String() + " ", TimeoutSec: 10})
 			time.Sleep(700 * time.Millisecond)
 			// The daemon dies: listeners gone, no handle; pins stay.
 			e.gw.stopProxy()
 			e.gw.redir.Store(nil)
-			time.Sleep(700 * time.Millisecond)
+			time.Sleep(1200 * time.Millisecond)
 			// And comes back.
 			e.gw.restartProxy(t)
 			r, err := redirect.Open(e.pinDir)
@@ -564,6 +568,35 @@ sys.stdout.write(s.makefile("rb").read().decode())`)
 			}
 			e.handles = append(e.handles, r)
 			e.gw.redir.Store(r)
+		}, action: connect4(snowflake443), check: redirected(snowflake443, "")},
+		// §8.18 the attach cgroup itself is recreated (a unit restart that
+		// removes and recreates its cgroup): until the daemon attaches
+		// again the new cgroup has no programs, and the check before each
+		// job says so; Install then replaces the links of the removed
+		// cgroup and the redirect is back.
+		{item: "18", name: "attach cgroup recreated: the pre-job check refuses", setup: func(t *testing.T, e *bypassEnv) {
+			var dirs []string
+			filepath.WalkDir(e.agents.Path, func(p string, d os.DirEntry, err error) error {
+				if err == nil && d.IsDir() {
+					dirs = append(dirs, p)
+				}
+				return nil
+			})
+			for _, d := range slices.Backward(dirs) {
+				if err := os.Remove(d); err != nil {
+					t.Fatalf("remove %s: %v", d, err)
+				}
+			}
+			e.agents = e.slice.Child(e.top, "agents")
+			if err := redirect.VerifyAttached(e.agents.Path, e.pinDir); err == nil {
+				t.Error("VerifyAttached passes on a recreated cgroup that has no programs")
+			}
+		}, action: connect4(snowflake443), check: direct},
+		{item: "18", name: "attach cgroup recreated: install again", setup: func(t *testing.T, e *bypassEnv) {
+			e.install(t)
+			if err := redirect.VerifyAttached(e.agents.Path, e.pinDir); err != nil {
+				t.Errorf("VerifyAttached after reinstall: %v", err)
+			}
 		}, action: connect4(snowflake443), check: redirected(snowflake443, "")},
 		// No redirect went through without its record (the gateway
 		// would have refused it), across everything above.
