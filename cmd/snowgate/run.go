@@ -1,0 +1,318 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/snowgate/snowgate/internal/certs"
+	"github.com/snowgate/snowgate/internal/config"
+	"github.com/snowgate/snowgate/internal/dnsproxy"
+	"github.com/snowgate/snowgate/internal/gateway"
+	"github.com/snowgate/snowgate/internal/redirect"
+)
+
+// runOptions are the flags of `snowgate run`.
+type runOptions struct {
+	configFile   string
+	pinDir       string
+	upstreamCA   string
+	exchangeLog  string
+	shutdownWait time.Duration
+}
+
+func init() {
+	var o runOptions
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the gateway daemon",
+		Long: `run loads the configuration, checks the kernel, installs (or upgrades) the
+eBPF redirect on the agents' cgroup with the daemon's own cgroup excluded, and
+serves the DNS forwarder, the gateway listener and the admin listener
+(/healthz) until SIGTERM or SIGINT. On exit the redirect stays pinned, so
+agents fail closed until the daemon is back; only 'snowgate uninstall'
+removes it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			return runDaemon(ctx, o)
+		},
+	}
+	cmd.Flags().StringVar(&o.configFile, "config", "", "configuration file (required)")
+	cmd.Flags().StringVar(&o.pinDir, "pin-dir", redirect.DefaultPinDir, "bpffs directory of the pinned redirect")
+	cmd.Flags().StringVar(&o.upstreamCA, "upstream-ca-file", "", "PEM CA trusted for upstream TLS besides the system roots (private links, the emulator)")
+	cmd.Flags().StringVar(&o.exchangeLog, "exchange-log", "", "JSON-lines file of redacted exchanges (default: <recording.dir>/exchanges.jsonl)")
+	cmd.Flags().DurationVar(&o.shutdownWait, "shutdown-timeout", 10*time.Second, "how long open connections may finish on SIGTERM")
+	_ = cmd.MarkFlagRequired("config")
+	rootCmd.AddCommand(cmd)
+}
+
+func runDaemon(ctx context.Context, o runOptions) error {
+	log := slog.Default()
+	cfg, err := config.Load(o.configFile)
+	if err != nil {
+		return err
+	}
+	report, err := redirect.CheckKernel()
+	if err != nil {
+		for _, p := range report.Missing() {
+			log.Error("kernel feature missing", "feature", p.Name, "detail", p.Detail, "remedy", p.Remedy)
+		}
+		return fmt.Errorf("refusing to start: %w", err)
+	}
+	for _, p := range report.Degraded() {
+		log.Warn("kernel feature degraded", "feature", p.Name, "detail", p.Detail)
+	}
+
+	selfCg, err := ownCgroupID()
+	if err != nil {
+		return err
+	}
+	proxyAddr, err := netip.ParseAddr(cfg.Intercept.ProxyAddress)
+	if err != nil {
+		return fmt.Errorf("intercept.proxy_address: %w", err)
+	}
+	proxy := netip.AddrPortFrom(proxyAddr, uint16(cfg.Intercept.TLSPort))
+	dnsAddr, err := netip.ParseAddrPort(cfg.DNS.Listen)
+	if err != nil {
+		return fmt.Errorf("dns.listen: %w", err)
+	}
+	if err := redirect.EnsureHostAddress(proxyAddr); err != nil {
+		return fmt.Errorf("proxy address: %w", err)
+	}
+
+	ca, err := certs.LoadCA(cfg.CA.CertFile, cfg.CA.KeyFile)
+	if err != nil {
+		return err
+	}
+	minter, err := certs.NewMinter(ca, certs.MinterOptions{
+		OCSPURL:  cfg.CA.OCSPURL,
+		Domains:  cfg.Intercept.SnowflakeDomains,
+		Validity: cfg.CA.LeafValidity.Duration,
+	})
+	if err != nil {
+		return err
+	}
+	ocspURL, err := url.Parse(cfg.CA.OCSPURL)
+	if err != nil {
+		return fmt.Errorf("ca.ocsp_url: %w", err)
+	}
+	responder, err := certs.NewResponder(ca, minter, certs.ResponderOptions{Path: ocspURL.Path, Logger: log})
+	if err != nil {
+		return err
+	}
+	upTLS, err := gateway.UpstreamTLSConfig(o.upstreamCA)
+	if err != nil {
+		return err
+	}
+	sink, err := openExchangeLog(cfg, o.exchangeLog)
+	if err != nil {
+		return err
+	}
+	defer sink.Close()
+
+	names := make([]string, 0, len(cfg.Accounts))
+	for name := range cfg.Accounts {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var accounts []gateway.Account
+	for _, name := range names {
+		a := cfg.Accounts[name]
+		accounts = append(accounts, gateway.Account{Name: name, Host: a.Host, Upstream: a.Upstream})
+	}
+	learned := &addrSet{m: map[netip.Addr]bool{}}
+	static := map[string][]netip.Addr{}
+	for name, addrs := range cfg.DNS.Static {
+		for _, a := range addrs {
+			ip, err := netip.ParseAddr(a)
+			if err != nil {
+				return fmt.Errorf("dns.static.%s: %w", name, err)
+			}
+			static[name] = append(static[name], ip)
+		}
+	}
+	fwd, err := dnsproxy.New(dnsproxy.Config{
+		Upstreams: cfg.DNS.Upstreams,
+		Timeout:   cfg.DNS.Timeout.Duration,
+		Domains:   cfg.Intercept.SnowflakeDomains,
+		Static:    static,
+		Logger:    log,
+		Learn: func(_ context.Context, _ string, addrs []netip.Addr, _ time.Duration) error {
+			learned.add(addrs)
+			return nil
+		},
+	})
+	if err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	// DNS and the gateway listen before the redirect is installed, so no
+	// agent query or connection is refused for want of a listener.
+	dnsReady := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		err := fwd.ListenAndServe(ctx, cfg.DNS.Listen, func(_, _ net.Addr) { close(dnsReady) })
+		if err != nil {
+			errc <- fmt.Errorf("dns: %w", err)
+		}
+	}()
+	select {
+	case <-dnsReady:
+	case err := <-errc:
+		return err
+	}
+	ln, err := net.Listen("tcp", proxy.String())
+	if err != nil {
+		cancel()
+		wg.Wait()
+		return fmt.Errorf("gateway listener: %w", err)
+	}
+	defer ln.Close()
+	redir, err := redirect.Install(redirect.Config{
+		Cgroup:          cfg.Intercept.Cgroup,
+		PinDir:          o.pinDir,
+		Proxy:           proxy,
+		HostProxy:       proxy,
+		DNS:             dnsAddr,
+		GatewayCgroupID: selfCg,
+	})
+	if err != nil {
+		cancel()
+		wg.Wait()
+		return fmt.Errorf("install redirect: %w", err)
+	}
+	// Close releases this process's handles only: the pins stay, and the
+	// redirect keeps failing closed while the daemon is down.
+	defer redir.Close()
+	log.Info("redirect in force", "cgroup", cfg.Intercept.Cgroup, "proxy", proxy, "dns", dnsAddr, "pin_dir", redir.PinDir())
+	gw, err := gateway.New(gateway.Config{
+		Minter:         minter,
+		Responder:      responder,
+		OCSPHost:       ocspURL.Hostname(),
+		Domains:        cfg.Intercept.SnowflakeDomains,
+		Accounts:       accounts,
+		OtherTLS:       cfg.Intercept.OtherTLS,
+		SnowflakeAddrs: learned.has,
+		UpstreamTLS:    upTLS,
+		Sink:           sink,
+		Logger:         log,
+		Origins:        redir,
+	})
+	if err != nil {
+		cancel()
+		wg.Wait()
+		return err
+	}
+
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := gw.Serve(ctx, ln); err != nil {
+			errc <- err
+		}
+	}()
+	admin := &http.Server{Addr: cfg.Admin.Listen, Handler: adminMux(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		defer wg.Done()
+		if err := admin.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("admin: %w", err)
+		}
+	}()
+	log.Info("snowgate running", "gateway", proxy, "admin", cfg.Admin.Listen)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("stopping")
+	case runErr = <-errc:
+		log.Error("stopping", "err", runErr)
+	}
+	cancel()
+	sctx, scancel := context.WithTimeout(context.Background(), o.shutdownWait)
+	defer scancel()
+	_ = admin.Shutdown(sctx)
+	_ = gw.Shutdown(sctx)
+	wg.Wait()
+	return runErr
+}
+
+func adminMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
+}
+
+func openExchangeLog(cfg *config.Config, path string) (*gateway.JSONLinesSink, error) {
+	if path == "" {
+		if err := os.MkdirAll(cfg.Recording.Dir, 0o700); err != nil {
+			return nil, fmt.Errorf("recording dir: %w", err)
+		}
+		path = filepath.Join(cfg.Recording.Dir, "exchanges.jsonl")
+	}
+	return gateway.NewJSONLinesSink(path)
+}
+
+// ownCgroupID is the cgroup v2 id of this process: the one the redirect
+// lets through.
+func ownCgroupID() (uint64, error) {
+	root, err := redirect.FindCgroup2()
+	if err != nil {
+		return 0, err
+	}
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return 0, fmt.Errorf("own cgroup: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "0::"); ok {
+			return redirect.CgroupID(filepath.Join(root, rest))
+		}
+	}
+	return 0, errors.New("own cgroup: no cgroup v2 entry in /proc/self/cgroup")
+}
+
+// addrSet holds the Snowflake addresses the DNS forwarder learned, for
+// fronting detection.
+type addrSet struct {
+	mu sync.RWMutex
+	m  map[netip.Addr]bool
+}
+
+func (s *addrSet) add(addrs []netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range addrs {
+		s.m[a.Unmap()] = true
+	}
+}
+
+func (s *addrSet) has(a netip.Addr) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.m[a.Unmap()]
+}

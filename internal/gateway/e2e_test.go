@@ -1,0 +1,368 @@
+package gateway_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/snowgate/snowgate/internal/certs"
+	"github.com/snowgate/snowgate/internal/dnsproxy"
+	"github.com/snowgate/snowgate/internal/emulator"
+	"github.com/snowgate/snowgate/internal/emulator/emulatortest"
+	"github.com/snowgate/snowgate/internal/gateway"
+	"github.com/snowgate/snowgate/internal/redirect"
+	"github.com/snowgate/snowgate/internal/snowflake"
+	"github.com/snowgate/snowgate/internal/testenv"
+)
+
+const (
+	testAccount  = "acme"
+	testHost     = "acme.snowflakecomputing.com"
+	testUser     = "alice"
+	testPassword = "pw-very-secret-1234"
+)
+
+// memorySink keeps every exchange and also writes the JSON-lines log, so
+// tests can check both what flowed and what was written.
+type memorySink struct {
+	file *gateway.JSONLinesSink
+	path string
+	mu   sync.Mutex
+	xs   []gateway.Exchange
+}
+
+func (s *memorySink) Record(ctx context.Context, x gateway.Exchange) error {
+	s.mu.Lock()
+	s.xs = append(s.xs, x)
+	s.mu.Unlock()
+	return s.file.Record(ctx, x)
+}
+
+// count returns how many exchanges of kind had status.
+func (s *memorySink) count(kind string, status int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, x := range s.xs {
+		if x.Kind == kind && x.Status == status {
+			n++
+		}
+	}
+	return n
+}
+
+// relayedChunks counts chunk fetches the gateway sent to storage (issued
+// ids whose upstream request was made, whatever storage answered).
+func (s *memorySink) relayedChunks() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n int64
+	for _, x := range s.xs {
+		if x.Kind == snowflake.KindChunk.String() && x.QueryID != "" && x.Error != "chunk fetch failed" {
+			n++
+		}
+	}
+	return n
+}
+
+// fixture is the whole data path on one machine: emulator upstream on host
+// loopback, the gateway (this process, excluded by cgroup) listening inside
+// a private network namespace, the redirect attached to a test cgroup, the
+// DNS forwarder with static answers, and an agent process in that cgroup
+// and namespace.
+type fixture struct {
+	inst   *emulatortest.Instance
+	gw     *gateway.Gateway
+	sink   *memorySink
+	caFile string
+	ns     *testenv.Netns
+	cg     *testenv.Cgroup
+	proxy  netip.AddrPort
+}
+
+func randomHex(t *testing.T) string {
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// fixtureOptions vary the data path between tests.
+type fixtureOptions struct {
+	// OtherTLS is the gateway's policy for foreign names (default deny).
+	OtherTLS string
+	// ExtraPorts are intercepted besides 443 and 80.
+	ExtraPorts []uint16
+	// Credentials is the gateway's credential hook (default observe only).
+	Credentials gateway.Credentials
+	// ReadHeaderTimeout of the gateway (default its own).
+	ReadHeaderTimeout time.Duration
+	// Users are extra emulator users.
+	Users map[string]string
+}
+
+// newFixture builds the data path.
+func newFixture(t *testing.T, o fixtureOptions) *fixture {
+	t.Helper()
+	testenv.RequireRoot(t)
+	f := &fixture{}
+	users := map[string]string{testUser: testPassword}
+	for u, pw := range o.Users {
+		users[u] = pw
+	}
+	f.inst = emulatortest.Start(t, emulator.Config{
+		Account: testAccount,
+		Users:   users,
+	})
+
+	domains := []string{"snowflakecomputing.com"}
+	ca, err := certs.NewCA(certs.CAOptions{PermittedDomains: domains})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.caFile = filepath.Join(t.TempDir(), "gateway-ca.pem")
+	if err := os.WriteFile(f.caFile, ca.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	minter, err := certs.NewMinter(ca, certs.MinterOptions{
+		OCSPURL: "http://ocsp.snowflakecomputing.com" + snowflake.OCSPPathPrefix,
+		Domains: domains,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	responder, err := certs.NewResponder(ca, minter, certs.ResponderOptions{Path: snowflake.OCSPPathPrefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	upTLS, err := gateway.UpstreamTLSConfig(f.inst.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	f.ns = testenv.NewNetns(t)
+	f.cg = testenv.NewCgroup(t)
+
+	ln, err := f.ns.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.proxy = ln.Addr().(*net.TCPAddr).AddrPort()
+	pc, dnsLn := listenDNS(t, f.ns)
+
+	logPath := filepath.Join(t.TempDir(), "exchanges.jsonl")
+	js, err := gateway.NewJSONLinesSink(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { js.Close() })
+	f.sink = &memorySink{file: js, path: logPath}
+
+	pinDir := filepath.Join("/sys/fs/bpf", "snowgate-gwtest-"+randomHex(t))
+	var redir *redirect.Redirect
+	err = f.ns.Do(func() error {
+		var err error
+		redir, err = redirect.Install(redirect.Config{
+			Cgroup:          f.cg.Path,
+			PinDir:          pinDir,
+			Proxy:           f.proxy,
+			DNS:             pc.LocalAddr().(*net.UDPAddr).AddrPort(),
+			GatewayCgroupID: testenv.SelfCgroup(t).ID,
+			Ports:           append(slices.Clone(redirect.DefaultPorts), o.ExtraPorts...),
+		})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("install redirect: %v", err)
+	}
+	t.Cleanup(func() {
+		redir.Close()
+		if err := redirect.Uninstall(pinDir); err != nil {
+			t.Errorf("uninstall: %v", err)
+		}
+	})
+
+	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	snowflakeAddr := testenv.SnowflakeAddr
+	f.gw, err = gateway.New(gateway.Config{
+		Origins:           redir,
+		Minter:            minter,
+		Responder:         responder,
+		Domains:           domains,
+		Accounts:          []gateway.Account{{Name: testAccount, Host: testHost, Upstream: f.inst.URL}},
+		OtherTLS:          o.OtherTLS,
+		Credentials:       o.Credentials,
+		ReadHeaderTimeout: o.ReadHeaderTimeout,
+		SnowflakeAddrs:    func(a netip.Addr) bool { return a == snowflakeAddr },
+		UpstreamTLS:       upTLS,
+		Sink:              f.sink,
+		Logger:            logger,
+		RequestLimits:     snowflake.Limits{MaxBody: 1 << 20},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fwd, err := dnsproxy.New(dnsproxy.Config{
+		Upstreams: []string{"127.0.0.1:1"},
+		Timeout:   2 * time.Second,
+		Domains:   domains,
+		Static: map[string][]netip.Addr{
+			testHost:                      {snowflakeAddr},
+			"ocsp.snowflakecomputing.com": {snowflakeAddr},
+		},
+		Logger: logger,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = f.gw.Serve(ctx, ln) }()
+	go func() { defer wg.Done(); _ = fwd.Serve(ctx, pc, dnsLn, nil) }()
+	t.Cleanup(func() {
+		cancel()
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		_ = f.gw.Shutdown(sctx)
+		wg.Wait()
+	})
+	return f
+}
+
+// listenDNS opens UDP and TCP listeners on one port inside ns.
+func listenDNS(t *testing.T, ns *testenv.Netns) (net.PacketConn, net.Listener) {
+	t.Helper()
+	for range 20 {
+		pc, err := ns.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := ns.Listen("tcp4", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln
+		}
+		pc.Close()
+	}
+	t.Fatal("no free DNS port pair")
+	return nil, nil
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+// agentProc is a running client process in the agents' cgroup.
+type agentProc struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Reader
+}
+
+func (f *fixture) startAgent(t *testing.T) *agentProc {
+	t.Helper()
+	cmd := testenv.Command(t, testenv.Proc{Cgroup: f.cg, Netns: f.ns, Root: true},
+		os.Args[0], "-test.run=^TestGatewayClientProcess$", "-test.count=1")
+	home := t.TempDir()
+	cmd.Env = append(os.Environ(),
+		clientEnv+"=1",
+		"SSL_CERT_FILE="+f.caFile,
+		"SSL_CERT_DIR="+home,
+		"HOME="+home,
+		"SF_OCSP_RESPONSE_CACHE_DIR="+home,
+		"SNOWFLAKE_DISABLE_PLATFORM_DETECTION=true",
+	)
+	cmd.Stderr = testWriter{t}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		in.Close()
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	return &agentProc{cmd: cmd, in: in, out: bufio.NewReader(out)}
+}
+
+// do sends one command and waits (generously) for the reply.
+func (a *agentProc) do(t *testing.T, c clientCmd) clientReply {
+	t.Helper()
+	b, _ := json.Marshal(c)
+	if _, err := a.in.Write(append(b, '\n')); err != nil {
+		t.Fatalf("agent %s: %v", c.Op, err)
+	}
+	type res struct {
+		r   clientReply
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		for {
+			line, err := a.out.ReadString('\n')
+			if err != nil {
+				ch <- res{err: err}
+				return
+			}
+			// The test framework may print lines of its own.
+			if !strings.HasPrefix(line, "{") {
+				continue
+			}
+			var r clientReply
+			ch <- res{r: r, err: json.Unmarshal([]byte(line), &r)}
+			return
+		}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			t.Fatalf("agent %s: %v", c.Op, r.err)
+		}
+		return r.r
+	case <-time.After(4 * time.Minute):
+		t.Fatalf("agent %s: no reply within 4 minutes", c.Op)
+	}
+	return clientReply{}
+}
+
+// dsn is what an unchanged agent uses: the real account host on 443, default
+// TLS (system roots, where the appliance put the gateway CA) and OCSP.
+func dsn() string {
+	v := url.Values{}
+	v.Set("account", testAccount)
+	v.Set("loginTimeout", "120")
+	return fmt.Sprintf("%s:%s@%s:443/?%s", testUser, testPassword, testHost, v.Encode())
+}
