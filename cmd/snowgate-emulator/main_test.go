@@ -5,12 +5,14 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
 	"crypto/x509"
 	"database/sql"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -21,6 +23,8 @@ import (
 	"time"
 
 	_ "github.com/snowflakedb/gosnowflake"
+
+	"github.com/snowgate/snowgate/internal/emulator/emulatortest"
 )
 
 // buildEmulator compiles the command into a temporary directory.
@@ -50,9 +54,18 @@ func startEmulator(t testing.TB, bin string, args ...string) (*exec.Cmd, string)
 		t.Fatalf("start: %v", err)
 	}
 	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
+		if cmd.ProcessState != nil {
+			return
+		}
+		// SIGTERM first, so the emulator removes its temporary directory.
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
 			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
+			<-done
 		}
 	})
 	lines := make(chan string, 1)
@@ -179,5 +192,49 @@ func TestBadFlags(t *testing.T) {
 				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestCommandTLS(t *testing.T) {
+	bin := buildEmulator(t)
+	ca, err := emulatortest.NewCA([]string{"localhost", "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	var chain []byte
+	for _, der := range ca.Leaf.Certificate {
+		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(ca.Leaf.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, chain, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, base := startEmulator(t, bin, "--listen", "127.0.0.1:0", "--account", "demo", "--user", "alice=pw1",
+		"--tls-cert", certFile, "--tls-key", keyFile)
+	u, err := url.Parse(base)
+	if err != nil || u.Scheme != "https" {
+		t.Fatalf("printed address %q", base)
+	}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool}}, Timeout: time.Minute}
+	body := `{"data":{"ACCOUNT_NAME":"demo","LOGIN_NAME":"alice","PASSWORD":"pw1"}}`
+	resp, err := client.Post("https://localhost:"+u.Port()+"/session/v1/login-request", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("login over TLS: %v", err)
+	}
+	defer resp.Body.Close()
+	var env struct {
+		Success bool
+		Data    struct{ Token string }
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&env); err != nil || !env.Success || env.Data.Token == "" {
+		t.Fatalf("login reply: %v %+v", err, env)
 	}
 }

@@ -66,6 +66,19 @@ func (g *gzipWriter) finish() {
 	}
 }
 
+// Flush sends what has been compressed so far.
+func (g *gzipWriter) Flush() error {
+	if g.zw != nil {
+		if err := g.zw.Flush(); err != nil {
+			return err
+		}
+	}
+	return http.NewResponseController(g.ResponseWriter).Flush()
+}
+
+// Unwrap gives http.ResponseController the underlying writer.
+func (g *gzipWriter) Unwrap() http.ResponseWriter { return g.ResponseWriter }
+
 // Hijack lets the connection-reset fault reach the connection.
 func (g *gzipWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return http.NewResponseController(g.ResponseWriter).Hijack()

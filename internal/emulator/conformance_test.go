@@ -4,7 +4,6 @@ import (
 	"compress/gzip"
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -546,34 +545,75 @@ func chunkFiles(t *testing.T, inst *emulatortest.Instance) int {
 	return n
 }
 
+// TestFetchResultByID fetches an earlier statement's result by query id,
+// the way gosnowflake does it: monitoring status first, then the result.
+// (The id comes from the query log: reading it from async rows races inside
+// gosnowflake 1.19.1, which writes it from its polling goroutine.)
 func TestFetchResultByID(t *testing.T) {
 	inst := start(t, nil)
 	db := passwordDB(t, inst, nil)
 	ctx := ctxT(t)
-	conn, err := db.Conn(ctx)
+	const stmt = "SELECT SYSTEM$WAIT(1), 40 + 2"
+	rows, err := db.QueryContext(gosnowflake.WithAsyncMode(ctx), stmt)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("async query: %v", err)
 	}
-	defer conn.Close()
 	var qid string
-	err = conn.Raw(func(dc any) error {
-		rows, err := dc.(driver.QueryerContext).QueryContext(gosnowflake.WithAsyncMode(ctx), "SELECT SYSTEM$WAIT(1), 40 + 2", nil)
-		if err != nil {
-			return err
+	waitFor(t, "the statement in the query log", func() bool {
+		for _, e := range inst.Server.QueryLog() {
+			if e.SQL == stmt {
+				qid = e.QueryID
+			}
 		}
-		qid = rows.(gosnowflake.SnowflakeRows).GetQueryID()
-		return rows.Close()
+		return qid != ""
 	})
-	if err != nil || qid == "" {
-		t.Fatalf("async query: %v, id %q", err, qid)
-	}
 	monitorBefore := inst.Server.Faults().Hits(emulator.EndpointMonitoring)
 	var waited string
 	var v int
-	if err := conn.QueryRowContext(gosnowflake.WithFetchResultByID(ctx, qid), "").Scan(&waited, &v); err != nil || v != 42 {
+	if err := db.QueryRowContext(gosnowflake.WithFetchResultByID(ctx, qid), "").Scan(&waited, &v); err != nil || v != 42 {
 		t.Fatalf("fetch by id: %v, %d", err, v)
 	}
 	if inst.Server.Faults().Hits(emulator.EndpointMonitoring) == monitorBefore {
 		t.Fatal("the driver did not check the query status")
+	}
+	for rows.Next() {
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("async rows: %v", err)
+	}
+	_ = rows.Close()
+}
+
+func TestChunkFaults(t *testing.T) {
+	inst := start(t, func(c *emulator.Config) { c.InlineRows = 100; c.ChunkRows = 2000 })
+	db := passwordDB(t, inst, nil)
+	if err := db.PingContext(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	inst.Server.Faults().FailWith(emulator.EndpointChunk, 503, 2)
+	inst.Server.Faults().ResetConnections(emulator.EndpointChunk, 1)
+	rows, err := db.QueryContext(ctxT(t), selectSQL(20000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	sum, count := int64(0), 0
+	for rows.Next() {
+		var n int64
+		var s, r string
+		if err := rows.Scan(&n, &s, &r); err != nil {
+			t.Fatal(err)
+		}
+		sum += n
+		count++
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("rows through chunk faults: %v", err)
+	}
+	if count != 20000 || sum != 20000*19999/2 {
+		t.Fatalf("%d rows summing to %d", count, sum)
+	}
+	if left := inst.Server.Faults().List(); len(left) != 0 {
+		t.Fatalf("faults not used up: %+v", left)
 	}
 }

@@ -288,8 +288,13 @@ func (st *queryStore) removeAll() []*query {
 	return out
 }
 
+// maxRetained bounds how many finished queries (and their inline rows)
+// stay in memory for result fetches and requestId de-duplication.
+const maxRetained = 20000
+
 // expire unregisters finished queries older than cut, then the oldest
-// finished ones until their chunk files fit in maxBytes.
+// finished ones until their chunk files fit in maxBytes and at most
+// maxRetained remain.
 func (st *queryStore) expire(cut time.Time, maxBytes int64) []*query {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -308,8 +313,8 @@ func (st *queryStore) expire(cut time.Time, maxBytes int64) []*query {
 		total += q.diskBytes()
 	}
 	sort.Slice(live, func(i, j int) bool { return live[i].end.Before(live[j].end) })
-	for _, q := range live {
-		if total <= maxBytes {
+	for i, q := range live {
+		if total <= maxBytes && len(live)-i <= maxRetained {
 			break
 		}
 		total -= q.diskBytes()
@@ -317,24 +322,6 @@ func (st *queryStore) expire(cut time.Time, maxBytes int64) []*query {
 		st.drop(q)
 	}
 	return out
-}
-
-// waitAll waits (bounded) for running statements to finish.
-func (st *queryStore) waitAll(limit time.Duration) {
-	st.mu.Lock()
-	qs := make([]*query, 0, len(st.byID))
-	for _, q := range st.byID {
-		qs = append(qs, q)
-	}
-	st.mu.Unlock()
-	deadline := time.After(limit)
-	for _, q := range qs {
-		select {
-		case <-q.done:
-		case <-deadline:
-			return
-		}
-	}
 }
 
 // handleQuery serves POST /queries/v1/query-request.
@@ -400,7 +387,11 @@ func (s *Server) handleQuery(w http.ResponseWriter, r *http.Request, sess *sessi
 	default:
 		multi := len(stmts) > 1
 		params := req.Parameters
-		go s.execute(q, sess, stmts, binds, params, multi)
+		s.execWG.Add(1)
+		go func() {
+			defer s.execWG.Done()
+			s.execute(q, sess, stmts, binds, params, multi)
+		}()
 	}
 	if req.AsyncExec {
 		s.writeInProgress(w, q)
@@ -775,15 +766,25 @@ func (s *Server) handleAbort(w http.ResponseWriter, r *http.Request, sess *sessi
 			return
 		}
 	}
-	if !q.finished() {
-		q.cancel()
-		for _, c := range s.childrenOf(q) {
-			c.cancel()
-		}
-		s.log.Info("query aborted", "queryId", q.id)
-	}
+	// Acknowledge first and stop the statement a moment later, as the
+	// service does asynchronously: clients (snowflake-sdk's cancel callback)
+	// then see the abort acknowledged before the statement's own reply
+	// reports the cancellation.
 	s.writeOK(w, nil)
+	_ = http.NewResponseController(w).Flush()
+	if !q.finished() {
+		s.log.Info("query aborted", "queryId", q.id)
+		time.AfterFunc(abortDelay, func() {
+			q.cancel()
+			for _, c := range s.childrenOf(q) {
+				c.cancel()
+			}
+		})
+	}
 }
+
+// abortDelay is how long after acknowledging an abort the statement stops.
+const abortDelay = 200 * time.Millisecond
 
 func (s *Server) childrenOf(q *query) []*query {
 	s.queries.mu.Lock()

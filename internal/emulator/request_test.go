@@ -5,10 +5,12 @@ import (
 	"compress/gzip"
 	"errors"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/snowgate/snowgate/internal/emulator/resultset"
 	"github.com/snowgate/snowgate/internal/emulator/sqlengine"
 )
 
@@ -250,6 +252,51 @@ func TestNewValidatesConfig(t *testing.T) {
 			if s, err := New(tc.cfg); err == nil {
 				_ = s.Close()
 				t.Fatal("New accepted the config")
+			}
+		})
+	}
+}
+
+func TestQueryStoreExpire(t *testing.T) {
+	now := time.Now()
+	mk := func(id string, age time.Duration, bytes int64) *query {
+		q := &query{id: id, done: make(chan struct{}), end: now.Add(-age),
+			page: &resultset.Page{Chunks: []resultset.Chunk{{CompressedSize: bytes}}}}
+		close(q.done)
+		return q
+	}
+	cases := []struct {
+		name     string
+		ttl      time.Duration
+		maxBytes int64
+		want     string // evicted ids, sorted
+	}{
+		{"nothing to evict", time.Hour, 1000, ""},
+		{"by age", 90 * time.Second, 1000, "old"},
+		{"by disk, oldest first", time.Hour, 250, "old"},
+		{"by disk, two", time.Hour, 150, "old,mid"},
+		{"age and disk", 90 * time.Second, 150, "mid,old"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			st := newQueryStore()
+			for _, q := range []*query{mk("old", 2*time.Minute, 100), mk("mid", time.Minute, 100), mk("new", 0, 100)} {
+				st.add(q)
+			}
+			running := &query{id: "running", done: make(chan struct{})}
+			st.add(running)
+			var ids []string
+			for _, q := range st.expire(now.Add(-tc.ttl), tc.maxBytes) {
+				ids = append(ids, q.id)
+			}
+			sort.Strings(ids)
+			want := strings.Split(tc.want, ",")
+			sort.Strings(want)
+			if strings.Join(ids, ",") != strings.Trim(strings.Join(want, ","), ",") {
+				t.Fatalf("evicted %v, want %s", ids, tc.want)
+			}
+			if st.get("running") == nil {
+				t.Fatal("a running query was evicted")
 			}
 		})
 	}

@@ -5,6 +5,21 @@
 // SQLite-backed sqlengine), multi-statement, async execution and long polls,
 // cancellation, result chunks on a separate presigned "storage" host, PUT/GET
 // through a LOCAL_FS stage, and fault knobs for reliability tests.
+//
+// Besides the Go API (Server.Faults, Server.QueryLog), a running emulator
+// exposes its knobs over HTTP on the account host:
+//
+//	POST /__emulator/faults    {"faults":[{"endpoint":"query","status":503,"count":2},
+//	                                       {"endpoint":"chunk","latency":"250ms"},
+//	                                       {"endpoint":"query","reset":true,"after":true,"count":1}],
+//	                            "clear":false,"expireSessions":false,"expireMasters":false}
+//	GET  /__emulator/faults    the installed faults
+//	GET  /__emulator/querylog  every executed statement (JSON array of QueryLogEntry)
+//
+// Endpoint names are the Endpoint* constants ("*" matches all). Result
+// chunks are served under /__storage/ and only on the host name they were
+// signed for (Config.StorageURL), with the SSE-C headers of the reply's
+// chunkHeaders, as cloud storage would.
 package emulator
 
 import (
@@ -101,7 +116,8 @@ type Server struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup // the janitor
+	execWG sync.WaitGroup // running statements
 	once   sync.Once
 }
 
@@ -199,7 +215,15 @@ func (s *Server) Close() error {
 	var err error
 	s.once.Do(func() {
 		s.cancel()
-		s.queries.waitAll(10 * time.Second)
+		// Cancelled statements return promptly; bound the wait anyway so a
+		// stuck one cannot hang Close.
+		stopped := make(chan struct{})
+		go func() { s.execWG.Wait(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(10 * time.Second):
+			s.log.Warn("statements still running at close")
+		}
 		s.wg.Wait()
 		for _, q := range s.queries.removeAll() {
 			q.removeFiles()
