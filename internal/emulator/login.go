@@ -246,24 +246,49 @@ func claimTime(v float64) time.Time {
 // read a few of them (protocol notes §3.5); values the client set at login
 // are echoed.
 func (s *Server) loginParameters(sessionParams map[string]string) []map[string]any {
-	defaults := []struct {
-		name  string
-		value any
-	}{
-		{"TIMEZONE", "UTC"},
-		{"CLIENT_PREFETCH_THREADS", 4},
-		{"CLIENT_RESULT_CHUNK_SIZE", 160},
-		{"CLIENT_SESSION_KEEP_ALIVE", false},
-		{"CLIENT_SESSION_KEEP_ALIVE_HEARTBEAT_FREQUENCY", 3600},
-		// High so array binds never take the stage path.
-		{"CLIENT_STAGE_ARRAY_BINDING_THRESHOLD", 1000000000},
-		{"QUERY_CONTEXT_CACHE_SIZE", 5},
-		{"JS_TREAT_INTEGER_AS_BIGINT", false},
-		{"JS_DRIVER_DISABLE_OCSP_FOR_NON_SF_ENDPOINTS", true},
-		{"CLIENT_TIMESTAMP_TYPE_MAPPING", "TIMESTAMP_LTZ"},
-		{"TIMESTAMP_OUTPUT_FORMAT", "YYYY-MM-DD HH24:MI:SS.FF3 TZHTZM"},
-		{"DATE_OUTPUT_FORMAT", "YYYY-MM-DD"},
-	}
+	return parameterList(loginParameterDefaults, sessionParams)
+}
+
+// queryParameters are the parameters a query reply carries. snowflake-sdk
+// formats dates, times, timestamps and binary columns with them and fails on
+// such columns when they are missing, so every reply names them.
+func queryParameters(sessionParams map[string]string) []map[string]any {
+	return parameterList(queryParameterDefaults, sessionParams)
+}
+
+// parameter is one default of a parameter list.
+type parameter struct {
+	name  string
+	value any
+}
+
+var loginParameterDefaults = append([]parameter{
+	{"CLIENT_PREFETCH_THREADS", 4},
+	{"CLIENT_RESULT_CHUNK_SIZE", 160},
+	{"CLIENT_SESSION_KEEP_ALIVE", false},
+	{"CLIENT_SESSION_KEEP_ALIVE_HEARTBEAT_FREQUENCY", 3600},
+	// High so array binds never take the stage path.
+	{"CLIENT_STAGE_ARRAY_BINDING_THRESHOLD", 1000000000},
+	{"QUERY_CONTEXT_CACHE_SIZE", 5},
+	{"JS_TREAT_INTEGER_AS_BIGINT", false},
+	{"JS_DRIVER_DISABLE_OCSP_FOR_NON_SF_ENDPOINTS", true},
+	{"CLIENT_TIMESTAMP_TYPE_MAPPING", "TIMESTAMP_LTZ"},
+}, queryParameterDefaults...)
+
+var queryParameterDefaults = []parameter{
+	{"TIMEZONE", "UTC"},
+	{"TIMESTAMP_OUTPUT_FORMAT", "YYYY-MM-DD HH24:MI:SS.FF3 TZHTZM"},
+	{"TIMESTAMP_NTZ_OUTPUT_FORMAT", "YYYY-MM-DD HH24:MI:SS.FF3"},
+	{"TIMESTAMP_LTZ_OUTPUT_FORMAT", ""},
+	{"TIMESTAMP_TZ_OUTPUT_FORMAT", ""},
+	{"DATE_OUTPUT_FORMAT", "YYYY-MM-DD"},
+	{"TIME_OUTPUT_FORMAT", "HH24:MI:SS"},
+	{"BINARY_OUTPUT_FORMAT", "HEX"},
+}
+
+// parameterList renders defaults as a reply's parameter list, with the
+// values the session set in their place.
+func parameterList(defaults []parameter, sessionParams map[string]string) []map[string]any {
 	out := make([]map[string]any, 0, len(defaults))
 	for _, d := range defaults {
 		v := d.value

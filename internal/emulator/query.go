@@ -625,7 +625,7 @@ func (s *Server) writeResult(w http.ResponseWriter, r *http.Request, q *query) {
 		"databaseProvider":   nil,
 		"version":            1,
 		"sendResultTime":     time.Now().UnixMilli(),
-		"parameters":         []any{},
+		"parameters":         queryParameters(q.final.Params),
 	}
 	if q.childIDs != nil || q.stmtType == snowflake.StatementMultiStatement {
 		data["rowtype"] = []resultset.RowType{{Name: "multiple statement execution", Type: "text", Nullable: false}}

@@ -13,14 +13,14 @@ import (
 	"github.com/snowgate/snowgate/internal/testenv"
 )
 
-// nodeTypesQuery covers the types whose JSON cells snowflake-sdk decodes
-// without session parameters in the query reply. (TIMESTAMP_LTZ needs
-// TIMEZONE and BINARY needs BINARY_OUTPUT_FORMAT among the reply's
-// "parameters"; the server supplies those.)
+// nodeTypesQuery covers every type snowflake-sdk decodes from JSON cells.
+// TIMESTAMP_LTZ and BINARY also prove that query replies carry the session
+// parameters (TIMEZONE, BINARY_OUTPUT_FORMAT) the driver formats them with.
 const nodeTypesQuery = `SELECT 42 AS fx, 1.239::number(10,2) AS dec, 0.5::float AS r, 'héllo' AS t, TRUE AS b,
  '2024-01-02'::date AS d, '2024-01-02 03:04:05'::timestamp_ntz AS ntz,
- '2024-01-02 03:04:05 +02:00'::timestamp_tz AS tz, parse_json('{"k":[1,2]}') AS v
-UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL`
+ '2024-01-02 03:04:05 +02:00'::timestamp_tz AS tz, '2024-01-02 03:04:05 +00:00'::timestamp_ltz AS ltz,
+ to_binary('CAFE') AS bin, parse_json('{"k":[1,2]}') AS v
+UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL`
 
 // TestNodeDecodesTypes decodes the JSON rowset with the real snowflake-sdk.
 func TestNodeDecodesTypes(t *testing.T) {
@@ -59,8 +59,10 @@ func TestNodeDecodesTypes(t *testing.T) {
 			got[i] = string(b)
 		}
 	}
-	want := []string{"42", "1.24", "0.5", "héllo", "true", "2024-01-02T00:00:00Z", "2024-01-02T03:04:05Z",
-		"2024-01-02T03:04:05+02:00", `{"k":[1,2]}`}
+	// Dates and timestamps come back rendered with the *_OUTPUT_FORMAT
+	// parameters of the reply, as they do from Snowflake.
+	want := []string{"42", "1.24", "0.5", "héllo", "true", "2024-01-02", "2024-01-02 03:04:05.000",
+		"2024-01-02 03:04:05.000 +0200", "2024-01-02 03:04:05.000 +0000", "cafe", `{"k":[1,2]}`}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("row\n%q\nwant\n%q", got, want)
 	}
