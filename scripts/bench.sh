@@ -10,6 +10,9 @@ mkdir -p "$out"
 echo "== emulator: rows/s for a 1,000,000-row SELECT (JSON and Arrow), the baseline of later gateway figures"
 go test ./internal/emulator -run '^$' -bench 'BenchmarkSelectMillionRows' -benchtime 1x -count 3 -timeout 30m | tee "$out/emulator.txt"
 
+echo "== emulator: peak resident memory while serving 1,000,000 rows (target < 300 MB)"
+go test ./cmd/snowgate-emulator -run '^$' -bench BenchmarkEmulatorMemoryMillionRows -benchtime 1x -timeout 30m | tee "$out/emulator-memory.txt"
+
 echo "== emulator: result generation and encoding alone"
 go test ./internal/emulator/resultset -run '^$' -bench . -benchtime 1x -count 3 -timeout 30m | tee "$out/resultset.txt"
 
