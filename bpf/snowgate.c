@@ -106,6 +106,17 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } sg_events SEC(".maps");
 
+/* Index 0: how many sockets sockops ever marked SG_F_UNRECORDED. While it is
+ * zero, which is always unless the tuple map failed, the egress backstop skips
+ * the socket-storage look-up of every TCP packet: an inlined array load
+ * instead of two helper calls per packet. It never decreases. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} sg_unrecorded SEC(".maps");
+
 /* Network-namespace cookie -> gateway address for that namespace. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -132,7 +143,8 @@ struct target {
 
 enum verdict { V_ALLOW, V_DENY, V_REDIRECT, V_DNS };
 
-/* The caller's cgroup, needed on every call for the gateway exclusion. */
+/* The caller's cgroup, for the gateway exclusion: fetched only once a call is
+ * about to be refused or rewritten. */
 static __always_inline void who_init(struct who *w)
 {
 	w->cgroup_id = bpf_get_current_cgroup_id();
@@ -305,7 +317,13 @@ static __always_inline struct sg_origin *remember(struct bpf_sock *sk, const str
 
 /* Shared body of connect4, sendmsg4 and the v4-mapped half of connect6 and
  * sendmsg6. Returns 1 to let the call proceed (possibly rewritten), 0 to
- * refuse it with EPERM. */
+ * refuse it with EPERM.
+ *
+ * The port policy comes first: it needs only context loads, and an allowed
+ * call returns without asking for the caller's cgroup. The gateway's own
+ * cgroup is excluded before anything is refused or rewritten, so the order
+ * changes no verdict (an allowed call only clears a stale record, and the
+ * gateway's sockets never have one). */
 static __always_inline int handle4(struct bpf_sock_addr *ctx, struct who *w,
 				   __u32 proto, __u32 ip, __u16 port, int mapped,
 				   __u8 hook, int connect)
@@ -314,13 +332,16 @@ static __always_inline int handle4(struct bpf_sock_addr *ctx, struct who *w,
 	__u8 reason = 0;
 	struct target t = {};
 
-	v4mapped(orig, ip);
 	int v = policy(proto, bpf_ntohs(port), &reason);
 	if (v == V_ALLOW) {
 		if (connect)
 			forget(ctx->sk);
 		return 1;
 	}
+	who_init(w);
+	if (excluded(w->cgroup_id))
+		return 1;
+	v4mapped(orig, ip);
 	who_task(w);
 	if (v == V_DENY) {
 		refuse(w, reason, hook, proto, orig, port);
@@ -368,6 +389,9 @@ static __always_inline int handle6(struct bpf_sock_addr *ctx, struct who *w,
 			forget(ctx->sk);
 		return 1;
 	}
+	who_init(w);
+	if (excluded(w->cgroup_id))
+		return 1;
 	who_task(w);
 	if (v == V_DENY) {
 		refuse(w, reason, hook, proto, orig, port);
@@ -415,9 +439,6 @@ static __always_inline int handle_addr6(struct bpf_sock_addr *ctx, __u8 hook, in
 	struct who w;
 	__u32 a[4];
 
-	who_init(&w);
-	if (excluded(w.cgroup_id))
-		return 1;
 	__u32 proto = ctx->protocol;
 	__u16 port = (__u16)ctx->user_port;
 	a[0] = ctx->user_ip6[0];
@@ -434,9 +455,6 @@ int sg_connect4(struct bpf_sock_addr *ctx)
 {
 	struct who w;
 
-	who_init(&w);
-	if (excluded(w.cgroup_id))
-		return 1;
 	return handle4(ctx, &w, ctx->protocol, ctx->user_ip4, (__u16)ctx->user_port, 0,
 		       SG_HOOK_CONNECT4, 1);
 }
@@ -452,9 +470,6 @@ int sg_sendmsg4(struct bpf_sock_addr *ctx)
 {
 	struct who w;
 
-	who_init(&w);
-	if (excluded(w.cgroup_id))
-		return 1;
 	return handle4(ctx, &w, ctx->protocol, ctx->user_ip4, (__u16)ctx->user_port, 0,
 		       SG_HOOK_SENDMSG4, 0);
 }
@@ -639,6 +654,12 @@ int sg_sockops(struct bpf_sock_ops *skops)
 				.uid = o->uid,
 			};
 			o->flags |= SG_F_UNRECORDED;
+			/* Before the SYN is sent (this callback precedes it), so
+			 * egress sees the flag on the first packet. */
+			__u32 zero = 0;
+			__u64 *n = bpf_map_lookup_elem(&sg_unrecorded, &zero);
+			if (n)
+				__sync_fetch_and_add(n, 1);
 			refuse(&w, SG_TUPLE_UPDATE_FAILED, SG_HOOK_SOCKOPS, IPPROTO_TCP, o->addr,
 			       o->port);
 		} else {
@@ -675,10 +696,12 @@ int sg_sock_create(struct bpf_sock *ctx)
 	struct who w;
 	__u32 none[4] = {};
 
-	who_init(&w);
-	if (excluded(w.cgroup_id))
-		return 1;
+	/* The socket's type and protocol first: the caller's cgroup is only
+	 * needed to refuse (the gateway's own cgroup never is). */
 	if (ctx->type == SG_SOCK_RAW) {
+		who_init(&w);
+		if (excluded(w.cgroup_id))
+			return 1;
 		who_task(&w);
 		refuse(&w, SG_REFUSED_RAW, SG_HOOK_SOCK_CREATE, (__u8)ctx->protocol, none, 0);
 		return 0;
@@ -690,6 +713,9 @@ int sg_sock_create(struct bpf_sock *ctx)
 	__u32 proto = ctx->protocol;
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != SG_IPPROTO_MPTCP &&
 	    proto != IPPROTO_ICMP && proto != SG_IPPROTO_ICMPV6) {
+		who_init(&w);
+		if (excluded(w.cgroup_id))
+			return 1;
 		who_task(&w);
 		refuse(&w, SG_REFUSED_PROTO, SG_HOOK_SOCK_CREATE, (__u8)proto, none, 0);
 		return 0;
@@ -720,40 +746,88 @@ struct sg_ipv6_opt {
 	__be16 frag_off; /* fragment header only */
 };
 
-/* Backstop for anything that escaped the socket hooks (sockets created before
- * the programs were attached, a detached connect link, unrecorded sockets).
- * Data starts at the network header. */
-SEC("cgroup_skb/egress")
-int sg_egress(struct __sk_buff *skb)
-{
-	struct who w = {};
-	__u32 daddr[4];
+/* The headers egress needs: destination, transport protocol and the offset of
+ * the transport header (all five transports it polices start with the source
+ * and destination ports). */
+struct sg_pkt {
+	__u32 daddr[4]; /* network order, v4 as ::ffff:x */
 	__u32 off;
 	__u8 proto;
-	__be16 dport;
+	__u8 too_deep;  /* IPv6 extension headers beyond what is followed */
+};
 
-	w.cgroup_id = bpf_skb_cgroup_id(skb);
-	if (excluded(w.cgroup_id))
+enum { PKT_PASS, PKT_PARSED };
+
+/* Fast path: the headers in the linear data, read directly (no helper call).
+ * Returns 1 when it parsed the packet, 0 to fall back to parse_slow (short
+ * linear data, IPv4 options, IPv6 extension headers), -1 for a packet that
+ * carries no ports to police (not IP, a later fragment). */
+static __always_inline int parse_fast(struct __sk_buff *skb, struct sg_pkt *p, __be16 *dport)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = data;
+		if ((void *)ip + sizeof(*ip) + 4 > end)
+			return 0;
+		if (ip->ihl != 5)
+			return 0;
+		if (ip->frag_off & bpf_htons(0x1fff))
+			return -1; /* not the first fragment: no ports here */
+		p->proto = ip->protocol;
+		p->off = sizeof(*ip);
+		v4mapped(p->daddr, ip->daddr);
+		*dport = *(__be16 *)((void *)ip + sizeof(*ip) + 2);
 		return 1;
+	}
+	if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = data;
+		if ((void *)ip6 + sizeof(*ip6) + 4 > end)
+			return 0;
+		__u8 nh = ip6->nexthdr;
+		if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS ||
+		    nh == IPPROTO_FRAGMENT || nh == IPPROTO_AH)
+			return 0;
+		p->proto = nh;
+		p->off = sizeof(*ip6);
+		p->daddr[0] = ip6->daddr.in6_u.u6_addr32[0];
+		p->daddr[1] = ip6->daddr.in6_u.u6_addr32[1];
+		p->daddr[2] = ip6->daddr.in6_u.u6_addr32[2];
+		p->daddr[3] = ip6->daddr.in6_u.u6_addr32[3];
+		*dport = *(__be16 *)((void *)ip6 + sizeof(*ip6) + 2);
+		return 1;
+	}
+	return -1;
+}
 
+/* Slow path: bpf_skb_load_bytes, IPv4 options and up to six IPv6 extension
+ * headers. Returns 1 when parsed (p->too_deep set when the chain is longer),
+ * -1 for a packet with no ports to police. */
+static __noinline int parse_slow(struct __sk_buff *skb, struct sg_pkt *p, __be16 *dport)
+{
+	__u8 proto;
+	__u32 off;
+
+	p->too_deep = 0;
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		struct iphdr ip;
 		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) < 0)
-			return 1;
+			return -1;
 		if (ip.frag_off & bpf_htons(0x1fff))
-			return 1; /* not the first fragment: no ports here */
+			return -1; /* not the first fragment: no ports here */
 		proto = ip.protocol;
 		off = ip.ihl * 4;
-		v4mapped(daddr, ip.daddr);
+		v4mapped(p->daddr, ip.daddr);
 	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr ip6;
 		struct sg_ipv6_opt opt;
 		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)) < 0)
-			return 1;
-		daddr[0] = ip6.daddr.in6_u.u6_addr32[0];
-		daddr[1] = ip6.daddr.in6_u.u6_addr32[1];
-		daddr[2] = ip6.daddr.in6_u.u6_addr32[2];
-		daddr[3] = ip6.daddr.in6_u.u6_addr32[3];
+			return -1;
+		p->daddr[0] = ip6.daddr.in6_u.u6_addr32[0];
+		p->daddr[1] = ip6.daddr.in6_u.u6_addr32[1];
+		p->daddr[2] = ip6.daddr.in6_u.u6_addr32[2];
+		p->daddr[3] = ip6.daddr.in6_u.u6_addr32[3];
 		proto = ip6.nexthdr;
 		off = sizeof(ip6);
 		int i;
@@ -764,10 +838,10 @@ int sg_egress(struct __sk_buff *skb)
 			    proto != IPPROTO_AH)
 				break;
 			if (bpf_skb_load_bytes(skb, off, &opt, sizeof(opt)) < 0)
-				return 1;
+				return -1;
 			if (proto == IPPROTO_FRAGMENT) {
 				if (opt.frag_off & bpf_htons(0xfff8))
-					return 1;
+					return -1;
 				off += 8;
 			} else if (proto == IPPROTO_AH) {
 				off += ((__u32)opt.hdrlen + 2) * 4;
@@ -777,50 +851,94 @@ int sg_egress(struct __sk_buff *skb)
 			proto = opt.nexthdr;
 		}
 		if (i == 6) {
-			/* Too many extension headers to see the ports: refuse. */
-			w.uid = bpf_get_socket_uid(skb);
-			refuse(&w, SG_EGRESS_DROPPED, SG_HOOK_EGRESS, proto, daddr, 0);
-			return 0;
+			p->proto = proto;
+			p->too_deep = 1;
+			return 1;
 		}
 	} else {
-		return 1;
+		return -1;
 	}
+	p->proto = proto;
+	p->off = off;
+	*dport = 0;
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_UDPLITE &&
+	    proto != IPPROTO_SCTP && proto != IPPROTO_DCCP)
+		return 1;
+	if (bpf_skb_load_bytes(skb, off + 2, dport, sizeof(*dport)) < 0)
+		return -1;
+	return 1;
+}
+
+/* Would this destination port have been redirected or refused by the socket
+ * hooks? Then a packet still carrying it escaped them. */
+static __always_inline int escaped(__u8 proto, __u16 port)
+{
+	if (port == SG_PORT_DOT)
+		return 1;
+	if (proto == IPPROTO_TCP)
+		return is_intercepted(port) || (port == SG_PORT_DNS && dns_enabled());
+	if (proto == IPPROTO_UDP)
+		return port == SG_PORT_HTTPS || (port == SG_PORT_DNS && dns_enabled());
+	return is_intercepted(port) || port == SG_PORT_HTTPS || port == SG_PORT_DNS;
+}
+
+/* Drop a packet unless it comes from the gateway's own cgroup. */
+static __always_inline int drop(struct __sk_buff *skb, __u8 proto, const __u32 addr[4],
+				__u16 port)
+{
+	struct who w = {};
+
+	w.cgroup_id = bpf_skb_cgroup_id(skb);
+	if (excluded(w.cgroup_id))
+		return 1;
+	w.uid = bpf_get_socket_uid(skb);
+	refuse(&w, SG_EGRESS_DROPPED, SG_HOOK_EGRESS, proto, addr, port);
+	return 0;
+}
+
+/* Backstop for anything that escaped the socket hooks (sockets created before
+ * the programs were attached, a detached connect link, unrecorded sockets).
+ * Data starts at the network header.
+ *
+ * Hot path (every packet of every agent socket): the headers are read straight
+ * from the linear data, the caller's cgroup is only asked for when a packet is
+ * about to be dropped, and a TCP packet's socket storage is only looked at once
+ * sockops has marked some socket unrecorded (sg_unrecorded). */
+SEC("cgroup_skb/egress")
+int sg_egress(struct __sk_buff *skb)
+{
+	struct sg_pkt p;
+	__be16 dport = 0;
+
+	p.too_deep = 0;
+	int r = parse_fast(skb, &p, &dport);
+	if (r == 0)
+		r = parse_slow(skb, &p, &dport);
+	if (r < 0)
+		return 1;
+	if (p.too_deep)
+		/* Too many extension headers to see the ports: refuse. */
+		return drop(skb, p.proto, p.daddr, 0);
 
 	/* A redirected socket whose tuple could not be recorded (sockops):
 	 * none of its packets may leave. */
-	if (proto == IPPROTO_TCP && skb->sk) {
-		struct bpf_sock *sk = bpf_sk_fullsock(skb->sk);
-		if (sk) {
-			struct sg_origin *o = bpf_sk_storage_get(&sg_origins, sk, 0, 0);
-			if (o && (o->flags & SG_F_UNRECORDED)) {
-				w.uid = bpf_get_socket_uid(skb);
-				refuse(&w, SG_EGRESS_DROPPED, SG_HOOK_EGRESS, o->proto, o->addr,
-				       o->port);
-				return 0;
+	if (p.proto == IPPROTO_TCP) {
+		__u32 zero = 0;
+		__u64 *n = bpf_map_lookup_elem(&sg_unrecorded, &zero);
+		if (n && *n && skb->sk) {
+			struct bpf_sock *sk = bpf_sk_fullsock(skb->sk);
+			if (sk) {
+				struct sg_origin *o = bpf_sk_storage_get(&sg_origins, sk, 0, 0);
+				if (o && (o->flags & SG_F_UNRECORDED))
+					return drop(skb, o->proto, o->addr, o->port);
 			}
 		}
 	}
 
-	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_UDPLITE &&
-	    proto != IPPROTO_SCTP && proto != IPPROTO_DCCP)
+	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP && p.proto != IPPROTO_UDPLITE &&
+	    p.proto != IPPROTO_SCTP && p.proto != IPPROTO_DCCP)
 		return 1;
-	/* All five start with the source and destination ports. */
-	if (bpf_skb_load_bytes(skb, off + 2, &dport, sizeof(dport)) < 0)
+	if (!escaped(p.proto, bpf_ntohs(dport)) || is_gateway(p.daddr))
 		return 1;
-	__u16 port = bpf_ntohs(dport);
-
-	int drop = 0;
-	if (port == SG_PORT_DOT)
-		drop = 1;
-	else if (proto == IPPROTO_TCP)
-		drop = is_intercepted(port) || (port == SG_PORT_DNS && dns_enabled());
-	else if (proto == IPPROTO_UDP)
-		drop = port == SG_PORT_HTTPS || (port == SG_PORT_DNS && dns_enabled());
-	else
-		drop = is_intercepted(port) || port == SG_PORT_HTTPS || port == SG_PORT_DNS;
-	if (!drop || is_gateway(daddr))
-		return 1;
-	w.uid = bpf_get_socket_uid(skb);
-	refuse(&w, SG_EGRESS_DROPPED, SG_HOOK_EGRESS, proto, daddr, dport);
-	return 0;
+	return drop(skb, p.proto, p.daddr, dport);
 }

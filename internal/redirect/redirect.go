@@ -151,6 +151,7 @@ var pinnedMaps = []string{
 	snowgateMapSgCounters,
 	snowgateMapSgEvents,
 	snowgateMapSgNetns,
+	snowgateMapSgUnrecorded,
 }
 
 func linkPin(pinDir, name string) string { return filepath.Join(pinDir, "link_"+name) }

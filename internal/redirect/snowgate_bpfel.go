@@ -98,6 +98,7 @@ const (
 	snowgateMapSgNetns         = "sg_netns"
 	snowgateMapSgOrigins       = "sg_origins"
 	snowgateMapSgTuples        = "sg_tuples"
+	snowgateMapSgUnrecorded    = "sg_unrecorded"
 	snowgateProgSgConnect4     = "sg_connect4"
 	snowgateProgSgConnect6     = "sg_connect6"
 	snowgateProgSgEgress       = "sg_egress"
@@ -188,11 +189,12 @@ type snowgateProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type snowgateMapSpecs struct {
-	SgCounters *ebpf.MapSpec `ebpf:"sg_counters"`
-	SgEvents   *ebpf.MapSpec `ebpf:"sg_events"`
-	SgNetns    *ebpf.MapSpec `ebpf:"sg_netns"`
-	SgOrigins  *ebpf.MapSpec `ebpf:"sg_origins"`
-	SgTuples   *ebpf.MapSpec `ebpf:"sg_tuples"`
+	SgCounters   *ebpf.MapSpec `ebpf:"sg_counters"`
+	SgEvents     *ebpf.MapSpec `ebpf:"sg_events"`
+	SgNetns      *ebpf.MapSpec `ebpf:"sg_netns"`
+	SgOrigins    *ebpf.MapSpec `ebpf:"sg_origins"`
+	SgTuples     *ebpf.MapSpec `ebpf:"sg_tuples"`
+	SgUnrecorded *ebpf.MapSpec `ebpf:"sg_unrecorded"`
 }
 
 // snowgateVariableSpecs contains global variables before they are loaded into the kernel.
@@ -239,11 +241,12 @@ func (o *snowgateObjects) Close() error {
 //
 // It can be passed to loadSnowgateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type snowgateMaps struct {
-	SgCounters *ebpf.Map `ebpf:"sg_counters"`
-	SgEvents   *ebpf.Map `ebpf:"sg_events"`
-	SgNetns    *ebpf.Map `ebpf:"sg_netns"`
-	SgOrigins  *ebpf.Map `ebpf:"sg_origins"`
-	SgTuples   *ebpf.Map `ebpf:"sg_tuples"`
+	SgCounters   *ebpf.Map `ebpf:"sg_counters"`
+	SgEvents     *ebpf.Map `ebpf:"sg_events"`
+	SgNetns      *ebpf.Map `ebpf:"sg_netns"`
+	SgOrigins    *ebpf.Map `ebpf:"sg_origins"`
+	SgTuples     *ebpf.Map `ebpf:"sg_tuples"`
+	SgUnrecorded *ebpf.Map `ebpf:"sg_unrecorded"`
 }
 
 func (m *snowgateMaps) Close() error {
@@ -253,6 +256,7 @@ func (m *snowgateMaps) Close() error {
 		m.SgNetns,
 		m.SgOrigins,
 		m.SgTuples,
+		m.SgUnrecorded,
 	)
 }
 
