@@ -16,6 +16,9 @@ go test ./cmd/snowgate-emulator -run '^$' -bench BenchmarkEmulatorMemoryMillionR
 echo "== emulator: result generation and encoding alone"
 go test ./internal/emulator/resultset -run '^$' -bench . -benchtime 1x -count 3 -timeout 30m | tee "$out/resultset.txt"
 
+echo "== recording: bytes stored per byte of result, throughput against JSON encoding alone"
+go test ./internal/recording -run '^$' -bench . -benchtime 2s -timeout 30m | tee "$out/recording.txt"
+
 if [ "$(id -u)" -eq 0 ]; then
 	echo "== eBPF redirect: connect cost against no program and nftables REDIRECT"
 	./scripts/bench-redirect.sh | tee "$out/redirect.txt"
