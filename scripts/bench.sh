@@ -19,9 +19,14 @@ go test ./internal/emulator/resultset -run '^$' -bench . -benchtime 1x -count 3 
 echo "== recording: bytes stored per byte of result, throughput against JSON encoding alone"
 go test ./internal/recording -run '^$' -bench . -benchtime 2s -timeout 30m | tee "$out/recording.txt"
 
+echo "== policy: statement classification against a strings.Count baseline"
+go test ./internal/policy -run '^$' -bench BenchmarkClassify -benchtime 200x | tee "$out/policy.txt"
+
 if [ "$(id -u)" -eq 0 ]; then
 	echo "== eBPF redirect: connect cost against no program and nftables REDIRECT"
 	./scripts/bench-redirect.sh | tee "$out/redirect.txt"
+	echo "== gateway: query latency, 1M-row throughput and RSS against direct and nginx"
+	./scripts/bench-gateway.sh | tee "$out/gateway.txt"
 else
 	echo "== eBPF redirect: skipped (needs root: sudo make bench)"
 fi
