@@ -56,8 +56,8 @@ removes it.`,
 	}
 	cmd.Flags().StringVar(&o.configFile, "config", "", "configuration file (required)")
 	cmd.Flags().StringVar(&o.pinDir, "pin-dir", redirect.DefaultPinDir, "bpffs directory of the pinned redirect")
-	cmd.Flags().StringVar(&o.upstreamCA, "upstream-ca-file", "", "PEM CA trusted for upstream TLS besides the system roots (private links, the emulator)")
-	cmd.Flags().StringVar(&o.exchangeLog, "exchange-log", "", "JSON-lines file of redacted exchanges (default: <recording.dir>/exchanges.jsonl)")
+	cmd.Flags().StringVar(&o.upstreamCA, "upstream-ca-file", "", "PEM CA trusted for every upstream's TLS, besides the system roots and accounts.<name>.upstream_ca_file")
+	cmd.Flags().StringVar(&o.exchangeLog, "exchange-log", "", "JSON-lines file of redacted exchanges (overrides recording.exchange_log)")
 	cmd.Flags().DurationVar(&o.shutdownWait, "shutdown-timeout", 10*time.Second, "how long open connections may finish on SIGTERM")
 	_ = cmd.MarkFlagRequired("config")
 	rootCmd.AddCommand(cmd)
@@ -117,11 +117,22 @@ func runDaemon(ctx context.Context, o runOptions) error {
 	if err != nil {
 		return err
 	}
-	upTLS, err := gateway.UpstreamTLSConfig(o.upstreamCA)
+	// Chunk storage is reached with the CAs of every account (an
+	// emulator or private link serves its own chunks); each account's API
+	// with its own CA.
+	caFiles := []string{o.upstreamCA}
+	for _, a := range cfg.Accounts {
+		caFiles = append(caFiles, a.UpstreamCAFile)
+	}
+	upTLS, err := gateway.UpstreamTLSConfig(caFiles...)
 	if err != nil {
 		return err
 	}
-	sink, err := openExchangeLog(cfg, o.exchangeLog)
+	logPath := cfg.Recording.ExchangeLog
+	if o.exchangeLog != "" {
+		logPath = o.exchangeLog
+	}
+	sink, err := openExchangeLog(logPath)
 	if err != nil {
 		return err
 	}
@@ -135,7 +146,11 @@ func runDaemon(ctx context.Context, o runOptions) error {
 	var accounts []gateway.Account
 	for _, name := range names {
 		a := cfg.Accounts[name]
-		accounts = append(accounts, gateway.Account{Name: name, Host: a.Host, Upstream: a.Upstream})
+		accTLS, err := gateway.UpstreamTLSConfig(o.upstreamCA, a.UpstreamCAFile)
+		if err != nil {
+			return fmt.Errorf("accounts.%s.upstream_ca_file: %w", name, err)
+		}
+		accounts = append(accounts, gateway.Account{Name: name, Host: a.Host, Upstream: a.Upstream, UpstreamTLS: accTLS})
 	}
 	learned := &addrSet{m: map[netip.Addr]bool{}}
 	static := map[string][]netip.Addr{}
@@ -267,12 +282,11 @@ func adminMux() *http.ServeMux {
 	return mux
 }
 
-func openExchangeLog(cfg *config.Config, path string) (*gateway.JSONLinesSink, error) {
-	if path == "" {
-		if err := os.MkdirAll(cfg.Recording.Dir, 0o700); err != nil {
-			return nil, fmt.Errorf("recording dir: %w", err)
-		}
-		path = filepath.Join(cfg.Recording.Dir, "exchanges.jsonl")
+// openExchangeLog opens the exchange log, creating its directory (mode
+// 0700) when missing.
+func openExchangeLog(path string) (*gateway.JSONLinesSink, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("exchange log directory: %w", err)
 	}
 	return gateway.NewJSONLinesSink(path)
 }

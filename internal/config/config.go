@@ -32,10 +32,11 @@ type Intercept struct {
 	// ProxyAddress is the address the redirect sends connections to;
 	// reachable from container network namespaces too. Default 169.254.77.1.
 	ProxyAddress string `yaml:"proxy_address"`
-	// TLSPort and HTTPPort are the gateway's listeners on ProxyAddress for
-	// redirected port-443 and port-80 traffic. Defaults 443 and 80.
-	TLSPort  int `yaml:"tls_port"`
-	HTTPPort int `yaml:"http_port"`
+	// TLSPort is the port of the gateway's one listener on ProxyAddress.
+	// Every intercepted port (443, and 80 for OCSP) is redirected to it;
+	// the original destination port the redirect records tells HTTPS from
+	// plain HTTP. Default 443.
+	TLSPort int `yaml:"tls_port"`
 	// SnowflakeDomains are the domains whose names the gateway terminates.
 	// Default [snowflakecomputing.com].
 	SnowflakeDomains []string `yaml:"snowflake_domains"`
@@ -59,6 +60,8 @@ type CA struct {
 	// 144h (drivers skip CRL checks only for leaves under 7 days).
 	LeafValidity Duration `yaml:"leaf_validity"`
 	// OCSPURL is put in every leaf; default http://<proxy_address>/_snowgate/ocsp.
+	// It is plain HTTP on port 80, the port the redirect intercepts, so
+	// agents' OCSP requests reach the gateway.
 	OCSPURL string `yaml:"ocsp_url"`
 }
 
@@ -84,6 +87,10 @@ type Account struct {
 	// Upstream overrides where the gateway connects (private links, the
 	// emulator): an http(s) URL or host:port. Empty: Host on 443.
 	Upstream string `yaml:"upstream"`
+	// UpstreamCAFile is a PEM file of CA certificates trusted for the
+	// upstream's TLS besides the system roots (a private link's or the
+	// emulator's CA). Empty: the system roots only.
+	UpstreamCAFile string `yaml:"upstream_ca_file"`
 	// Credential is the gateway's own credential for the account.
 	Credential Credential `yaml:"credential"`
 }
@@ -182,6 +189,9 @@ type Recording struct {
 	Results string `yaml:"results"`
 	// FirstRows is the row count kept with results: first_rows; default 100.
 	FirstRows int `yaml:"first_rows"`
+	// ExchangeLog is the JSON-lines file of redacted exchanges the gateway
+	// writes; default <dir>/exchanges.jsonl.
+	ExchangeLog string `yaml:"exchange_log"`
 }
 
 // Values of Recording.Results.

@@ -28,6 +28,9 @@ func TestLoadFull(t *testing.T) {
 	if a.Host != "acme-prod.snowflakecomputing.com" || a.Credential.Type != CredentialKeyPair || a.Credential.User != "SVC_AGENT" {
 		t.Fatalf("account %+v", a)
 	}
+	if c.Recording.ExchangeLog != "/var/lib/snowgate/recordings/exchanges.jsonl" || a.UpstreamCAFile != "" || c.Intercept.TLSPort != 443 {
+		t.Fatalf("exchange log %q, upstream CA %q, port %d", c.Recording.ExchangeLog, a.UpstreamCAFile, c.Intercept.TLSPort)
+	}
 	r := c.Rules[0]
 	if r.Match.Claims["ref"] != "refs/heads/main" || r.Statements.DML != DecisionApprove || r.Snowflake.Database != "ANALYTICS" {
 		t.Fatalf("rule %+v", r)
@@ -67,7 +70,7 @@ func TestDefaults(t *testing.T) {
 		got, want any
 	}{
 		{"proxy address", c.Intercept.ProxyAddress, "169.254.77.1"},
-		{"ports", [2]int{c.Intercept.TLSPort, c.Intercept.HTTPPort}, [2]int{443, 80}},
+		{"port", c.Intercept.TLSPort, 443},
 		{"domains", c.Intercept.SnowflakeDomains, []string{"snowflakecomputing.com"}},
 		{"other tls", c.Intercept.OtherTLS, "deny"},
 		{"leaf validity", c.CA.LeafValidity.Duration, 24 * time.Hour},
@@ -76,6 +79,8 @@ func TestDefaults(t *testing.T) {
 		{"dns timeout", c.DNS.Timeout.Duration, 5 * time.Second},
 		{"statements", c.Rules[0].Statements, Statements{Read: "allow", DML: "deny", DDL: "deny", FileTransfer: "deny"}},
 		{"results", c.Recording.Results, "full"},
+		{"exchange log", c.Recording.ExchangeLog, "/var/lib/snowgate/recordings/exchanges.jsonl"},
+		{"upstream ca", c.Accounts["acme"].UpstreamCAFile, ""},
 		{"approval timeout", c.Approvals.Timeout.Duration, 30 * time.Minute},
 		{"admin", c.Admin.Listen, "127.0.0.1:9464"},
 	}
@@ -147,6 +152,14 @@ func TestErrors(t *testing.T) {
 			[]string{"x.yaml:3: intercept.snowflake_domains: at least one domain is required", "x.yaml:9: accounts.acme.host: "}},
 		{"relative cgroup", edit(t, "  cgroup: /sys/fs/cgroup/agents.slice\n", "  cgroup: agents.slice\n"),
 			[]string{`x.yaml:2: intercept.cgroup: "agents.slice" is not a clean absolute path`}},
+		{"http_port is gone", edit(t, "  cgroup: /sys/fs/cgroup/agents.slice\n", "  cgroup: /sys/fs/cgroup/agents.slice\n  http_port: 8080\n"),
+			[]string{"x.yaml:3: intercept.http_port: unknown key"}},
+		{"ocsp url on another port", edit(t, "  key_file: /etc/snowgate/ca.key\n", "  key_file: /etc/snowgate/ca.key\n  ocsp_url: http://169.254.77.1:8080/_snowgate/ocsp\n"),
+			[]string{`x.yaml:6: ca.ocsp_url: "http://169.254.77.1:8080/_snowgate/ocsp": the port must be 80`}},
+		{"relative upstream CA", edit(t, "    host: acme.snowflakecomputing.com\n", "    host: acme.snowflakecomputing.com\n    upstream_ca_file: ca.pem\n"),
+			[]string{`x.yaml:9: accounts.acme.upstream_ca_file: "ca.pem" is not an absolute path`}},
+		{"relative exchange log", edit(t, "  dir: /var/lib/snowgate/recordings\n", "  dir: /var/lib/snowgate/recordings\n  exchange_log: x.jsonl\n"),
+			[]string{`x.yaml:21: recording.exchange_log: "x.jsonl" is not an absolute path`}},
 		{"syntax error", "intercept:\n  cgroup: [\n", []string{"x.yaml:"}},
 		{"empty file", "# nothing\n", []string{"x.yaml: empty configuration"}},
 		{"not a mapping", "- a\n- b\n", []string{"x.yaml:1: the configuration must be a mapping of sections"}},

@@ -301,14 +301,7 @@ func (v *validator) intercept(in *Intercept) {
 	if in.TLSPort == 0 {
 		in.TLSPort = 443
 	}
-	if in.HTTPPort == 0 {
-		in.HTTPPort = 80
-	}
 	v.port("intercept.tls_port", in.TLSPort)
-	v.port("intercept.http_port", in.HTTPPort)
-	if in.TLSPort == in.HTTPPort {
-		v.bad("intercept.http_port", "same port as tls_port (%d)", in.TLSPort)
-	}
 	if len(in.SnowflakeDomains) == 0 && !v.present("intercept.snowflake_domains") {
 		in.SnowflakeDomains = []string{"snowflakecomputing.com"}
 	}
@@ -344,15 +337,17 @@ func (v *validator) ca(ca *CA, in Intercept) {
 		if strings.Contains(host, ":") {
 			host = "[" + host + "]"
 		}
-		if in.HTTPPort != 80 {
-			host += ":" + strconv.Itoa(in.HTTPPort)
-		}
 		ca.OCSPURL = "http://" + host + "/_snowgate/ocsp"
 	}
-	if u, err := url.Parse(ca.OCSPURL); err != nil || u.Scheme != "http" || u.Host == "" {
+	switch u, err := url.Parse(ca.OCSPURL); {
+	case err != nil || u.Scheme != "http" || u.Host == "":
 		// Drivers fetch OCSP over plain HTTP; an https responder would
 		// need its own revocation check.
 		v.bad("ca.ocsp_url", "%q is not an http:// URL", ca.OCSPURL)
+	case u.Port() != "" && u.Port() != "80":
+		// The redirect sends port 80 to the gateway; another port would
+		// leave agents' OCSP requests unanswered.
+		v.bad("ca.ocsp_url", "%q: the port must be 80 (the port the redirect intercepts)", ca.OCSPURL)
 	}
 }
 
@@ -423,6 +418,9 @@ func (v *validator) accounts(accts map[string]Account, domains []string) {
 		}
 		if a.Upstream != "" {
 			v.upstream(path+".upstream", a.Upstream)
+		}
+		if a.UpstreamCAFile != "" && !filepath.IsAbs(a.UpstreamCAFile) {
+			v.bad(path+".upstream_ca_file", "%q is not an absolute path", a.UpstreamCAFile)
 		}
 		v.credential(path+".credential", a.Credential)
 	}
@@ -595,6 +593,12 @@ func (v *validator) recording(r *Recording) {
 		v.bad("recording.first_rows", "only used with results: first_rows")
 	case r.FirstRows == 0 && r.Results == ResultsFirstRows:
 		r.FirstRows = 100
+	}
+	switch {
+	case r.ExchangeLog == "" && r.Dir != "":
+		r.ExchangeLog = filepath.Join(r.Dir, "exchanges.jsonl")
+	case r.ExchangeLog != "" && !filepath.IsAbs(r.ExchangeLog):
+		v.bad("recording.exchange_log", "%q is not an absolute path", r.ExchangeLog)
 	}
 }
 

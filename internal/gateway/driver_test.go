@@ -11,7 +11,12 @@ import (
 	"github.com/snowgate/snowgate/internal/testenv"
 )
 
-const seqRows = 120000
+// seqRows is the size of the multi-chunk results the Node test reads;
+// driverRows that of the gosnowflake test, which checks every value.
+const (
+	seqRows    = 120000
+	driverRows = 500000
+)
 
 // TestGosnowflakeThroughGateway runs the unchanged gosnowflake driver in the
 // agents' cgroup against <account>.snowflakecomputing.com:443: the redirect
@@ -39,8 +44,8 @@ func TestGosnowflakeThroughGateway(t *testing.T) {
 				t.Fatalf("alter session: %s", r.Err)
 			}
 			before := f.sink.count(snowflake.KindChunk.String(), 200)
-			sql := fmt.Sprintf("SELECT seq4() AS n, 'row-' || seq4() AS s FROM TABLE(GENERATOR(ROWCOUNT => %d))", seqRows)
-			r := a.do(t, clientCmd{Op: "seq", SQL: sql, Rows: seqRows})
+			sql := fmt.Sprintf("SELECT seq4() AS n, 'row-' || seq4() AS s FROM TABLE(GENERATOR(ROWCOUNT => %d))", driverRows)
+			r := a.do(t, clientCmd{Op: "seq", SQL: sql, Rows: driverRows})
 			if r.Err != "" {
 				t.Fatalf("select: %s", r.Err)
 			}
@@ -68,6 +73,9 @@ func TestGosnowflakeThroughGateway(t *testing.T) {
 		{"select with binds", clientCmd{Op: "query", SQL: "SELECT id, name FROM t WHERE id >= ? ORDER BY id", Args: []any{3}},
 			clientReply{Rows: [][]string{{"3", "z"}, {"4", "z"}}}},
 		{"syntax error", clientCmd{Op: "query", SQL: "SELEC nonsense"}, clientReply{Code: 1003}},
+		{"multi-statement", clientCmd{Op: "query", Statements: 3, SQL: "SELECT COUNT(*) FROM t; SELECT name FROM t WHERE id = ?; SELECT 'done'", Args: []any{1}},
+			clientReply{Rows: [][]string{{"4"}, {"a"}, {"done"}}}},
+		{"multi-statement count mismatch", clientCmd{Op: "query", Statements: 2, SQL: "SELECT 1; SELECT 2; SELECT 3"}, clientReply{Code: 8}},
 	}
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
@@ -89,6 +97,22 @@ func TestGosnowflakeThroughGateway(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("async with polling", func(t *testing.T) {
+		before := f.sink.count(snowflake.KindQueryResult.String(), 200)
+		r := a.do(t, clientCmd{Op: "query", Async: true, SQL: "SELECT SYSTEM$WAIT(2), 42, COUNT(*) FROM t"})
+		if r.Err != "" {
+			t.Fatalf("async query: %s", r.Err)
+		}
+		if len(r.Rows) != 1 || r.Rows[0][1] != "42" || r.Rows[0][2] != "4" {
+			t.Fatalf("rows %v, want one row (…, 42, 4)", r.Rows)
+		}
+		// The driver got "still running" (333334) and polled the result
+		// URL; the polls went through the gateway.
+		if f.sink.count(snowflake.KindQueryResult.String(), 200) <= before {
+			t.Error("no result poll went through the gateway")
+		}
+	})
 
 	t.Run("renewal after expiry", func(t *testing.T) {
 		before := f.sink.count(snowflake.KindTokenRequest.String(), 200)

@@ -96,7 +96,7 @@ type fixture struct {
 	proxy  netip.AddrPort
 }
 
-func randomHex(t *testing.T) string {
+func randomHex(t testing.TB) string {
 	var b [6]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		t.Fatal(err)
@@ -116,10 +116,21 @@ type fixtureOptions struct {
 	ReadHeaderTimeout time.Duration
 	// Users are extra emulator users.
 	Users map[string]string
+	// Upstream, when set, is an emulator running elsewhere (the benchmark's
+	// own process) instead of one in this process; f.inst stays nil.
+	Upstream *remoteEmulator
+}
+
+// remoteEmulator is an emulator the fixture does not own.
+type remoteEmulator struct {
+	URL    string `json:"url"`
+	CAFile string `json:"ca_file"`
+	Host   string `json:"host"`
+	Port   int    `json:"port"`
 }
 
 // newFixture builds the data path.
-func newFixture(t *testing.T, o fixtureOptions) *fixture {
+func newFixture(t testing.TB, o fixtureOptions) *fixture {
 	t.Helper()
 	testenv.RequireRoot(t)
 	f := &fixture{}
@@ -127,10 +138,16 @@ func newFixture(t *testing.T, o fixtureOptions) *fixture {
 	for u, pw := range o.Users {
 		users[u] = pw
 	}
-	f.inst = emulatortest.Start(t, emulator.Config{
-		Account: testAccount,
-		Users:   users,
-	})
+	upstreamURL, upstreamCA := "", ""
+	if o.Upstream != nil {
+		upstreamURL, upstreamCA = o.Upstream.URL, o.Upstream.CAFile
+	} else {
+		f.inst = emulatortest.Start(t, emulator.Config{
+			Account: testAccount,
+			Users:   users,
+		})
+		upstreamURL, upstreamCA = f.inst.URL, f.inst.CAFile
+	}
 
 	domains := []string{"snowflakecomputing.com"}
 	ca, err := certs.NewCA(certs.CAOptions{PermittedDomains: domains})
@@ -152,7 +169,7 @@ func newFixture(t *testing.T, o fixtureOptions) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	upTLS, err := gateway.UpstreamTLSConfig(f.inst.CAFile)
+	upTLS, err := gateway.UpstreamTLSConfig(upstreamCA)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +223,7 @@ func newFixture(t *testing.T, o fixtureOptions) *fixture {
 		Minter:            minter,
 		Responder:         responder,
 		Domains:           domains,
-		Accounts:          []gateway.Account{{Name: testAccount, Host: testHost, Upstream: f.inst.URL}},
+		Accounts:          []gateway.Account{{Name: testAccount, Host: testHost, Upstream: upstreamURL}},
 		OtherTLS:          o.OtherTLS,
 		Credentials:       o.Credentials,
 		ReadHeaderTimeout: o.ReadHeaderTimeout,
@@ -248,7 +265,7 @@ func newFixture(t *testing.T, o fixtureOptions) *fixture {
 }
 
 // listenDNS opens UDP and TCP listeners on one port inside ns.
-func listenDNS(t *testing.T, ns *testenv.Netns) (net.PacketConn, net.Listener) {
+func listenDNS(t testing.TB, ns *testenv.Netns) (net.PacketConn, net.Listener) {
 	t.Helper()
 	for range 20 {
 		pc, err := ns.ListenPacket("udp4", "127.0.0.1:0")
@@ -265,7 +282,7 @@ func listenDNS(t *testing.T, ns *testenv.Netns) (net.PacketConn, net.Listener) {
 	return nil, nil
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(b), "\n"))
@@ -279,14 +296,19 @@ type agentProc struct {
 	out *bufio.Reader
 }
 
-func (f *fixture) startAgent(t *testing.T) *agentProc {
+func (f *fixture) startAgent(t testing.TB) *agentProc {
 	t.Helper()
-	cmd := testenv.Command(t, testenv.Proc{Cgroup: f.cg, Netns: f.ns, Root: true},
-		os.Args[0], "-test.run=^TestGatewayClientProcess$", "-test.count=1")
+	return startClientProc(t, testenv.Proc{Cgroup: f.cg, Netns: f.ns, Root: true}, f.caFile)
+}
+
+// startClientProc starts the client process as p, trusting the CA in caFile.
+func startClientProc(t testing.TB, p testenv.Proc, caFile string) *agentProc {
+	t.Helper()
+	cmd := testenv.Command(t, p, os.Args[0], "-test.run=^TestGatewayClientProcess$", "-test.count=1")
 	home := t.TempDir()
 	cmd.Env = append(os.Environ(),
 		clientEnv+"=1",
-		"SSL_CERT_FILE="+f.caFile,
+		"SSL_CERT_FILE="+caFile,
 		"SSL_CERT_DIR="+home,
 		"HOME="+home,
 		"SF_OCSP_RESPONSE_CACHE_DIR="+home,
@@ -319,7 +341,7 @@ func (f *fixture) startAgent(t *testing.T) *agentProc {
 }
 
 // do sends one command and waits (generously) for the reply.
-func (a *agentProc) do(t *testing.T, c clientCmd) clientReply {
+func (a *agentProc) do(t testing.TB, c clientCmd) clientReply {
 	t.Helper()
 	b, _ := json.Marshal(c)
 	if _, err := a.in.Write(append(b, '\n')); err != nil {

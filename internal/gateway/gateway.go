@@ -70,6 +70,10 @@ type Account struct {
 	// Upstream, when set, is where the gateway connects instead of Host
 	// on 443: "https://host:port" or "host:port" (https).
 	Upstream string
+	// UpstreamTLS, when set, replaces Config.UpstreamTLS for this account's
+	// API requests (a private link's own CA). Its ServerName is set per
+	// dial.
+	UpstreamTLS *tls.Config
 }
 
 // Config configures a Gateway.
@@ -212,13 +216,13 @@ func New(cfg Config) (*Gateway, error) {
 		if !g.isSnowflake(host) {
 			return nil, fmt.Errorf("gateway: account %s host %s is not under a Snowflake domain", a.Name, host)
 		}
-		up, err := g.newUpstream(a.Name, host, a.Upstream)
+		up, err := g.newUpstream(a.Name, host, a.Upstream, a.UpstreamTLS)
 		if err != nil {
 			return nil, fmt.Errorf("gateway: account %s: %w", a.Name, err)
 		}
 		g.accounts[host] = up
 	}
-	g.storage = g.newTransport()
+	g.storage = g.newTransport(nil)
 	return g, nil
 }
 

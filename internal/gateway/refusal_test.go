@@ -91,6 +91,27 @@ func TestRefusalsAndBadInput(t *testing.T) {
 					t.Errorf("body %q is not a Snowflake-shaped error", r.Body)
 				}
 			}},
+		// About 100 KB on the wire, under the 1 MiB wire cap, inflating
+		// to 100 MiB, beyond the decoded cap: refused once the cap is
+		// reached, never inflated whole.
+		{name: "gzip bomb", cmd: clientCmd{Op: "https", Addr: snow, SNI: testHost, Method: "POST", Path: "/queries/v1/query-request?requestId=x", BodySize: 100 << 20, Gzip: true}, wantStatus: 413,
+			check: func(t *testing.T, r clientReply) {
+				if !strings.Contains(r.Body, `"success":false`) || !strings.Contains(r.Body, "gunzip body: more than") {
+					t.Errorf("body %q is not a Snowflake-shaped decoded-size error", r.Body)
+				}
+			}},
+		// 100 MB declared and streamed: refused after the cap plus a
+		// bounded drain, long before the client has sent it all.
+		{name: "100 MB body", cmd: clientCmd{Op: "https", Addr: snow, SNI: testHost, Method: "POST", Path: "/session/v1/login-request?requestId=x", BodySize: 100 << 20, Stream: true}, wantStatus: 413,
+			check: func(t *testing.T, r clientReply) {
+				if !strings.Contains(r.Body, `"success":false`) || !strings.Contains(r.Body, snowflake.CodeBadRequest) {
+					t.Errorf("body %q is not a Snowflake-shaped error", r.Body)
+				}
+				t.Logf("the client sent %d bytes before the refusal", r.Sent)
+				if r.Sent >= 50<<20 {
+					t.Errorf("the client sent %d bytes before the refusal, want the gateway to stop reading early", r.Sent)
+				}
+			}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -140,6 +161,29 @@ func TestRefusalsAndBadInput(t *testing.T) {
 		}
 		if f.gw.Stats.NotRedirected.Load() <= before {
 			t.Error("the gateway did not count the refusal")
+		}
+	})
+
+	t.Run("slow-loris crowd", func(t *testing.T) {
+		// Many idle half-open connections, half stuck before the
+		// ClientHello ends, half stuck in a request head: a good client
+		// still logs in and queries meanwhile, and the gateway's own
+		// deadlines close every one of them.
+		const crowd = 60
+		r := a.do(t, clientCmd{Op: "loris-open", Addr: snow, SNI: testHost, Hex: hex.EncodeToString(hello), Count: crowd})
+		if r.Err != "" || r.Count != crowd {
+			t.Fatalf("opened %d of %d slow connections: %s", r.Count, crowd, r.Err)
+		}
+		good := f.startAgent(t)
+		if r := good.do(t, clientCmd{Op: "open", DSN: dsn()}); r.Err != "" {
+			t.Fatalf("login beside the slow connections: %s", r.Err)
+		}
+		if r := good.do(t, clientCmd{Op: "query", SQL: "SELECT 2"}); r.Err != "" || len(r.Rows) != 1 || r.Rows[0][0] != "2" {
+			t.Fatalf("SELECT 2 beside the slow connections = %v, %s", r.Rows, r.Err)
+		}
+		w := a.do(t, clientCmd{Op: "loris-wait"})
+		if w.Closed != crowd || w.Timeouts != 0 {
+			t.Errorf("the gateway closed %d of %d slow connections, %d were still open at the client's 2-minute deadline", w.Closed, crowd, w.Timeouts)
 		}
 	})
 

@@ -23,8 +23,9 @@ type upstream struct {
 }
 
 // newUpstream builds the upstream of an account. override is the account's
-// upstream setting: "", "host:port" or an http(s) URL.
-func (g *Gateway) newUpstream(account, host, override string) (*upstream, error) {
+// upstream setting: "", "host:port" or an http(s) URL; tlsCfg its own TLS
+// configuration or nil.
+func (g *Gateway) newUpstream(account, host, override string, tlsCfg *tls.Config) (*upstream, error) {
 	base := &url.URL{Scheme: "https", Host: host}
 	if override != "" {
 		s := override
@@ -37,7 +38,7 @@ func (g *Gateway) newUpstream(account, host, override string) (*upstream, error)
 		}
 		base = &url.URL{Scheme: u.Scheme, Host: u.Host}
 	}
-	return &upstream{account: account, host: host, base: base, transport: g.newTransport()}, nil
+	return &upstream{account: account, host: host, base: base, transport: g.newTransport(tlsCfg)}, nil
 }
 
 // upstreamFor returns the upstream of the account at host, or one for the
@@ -53,11 +54,14 @@ func (g *Gateway) upstreamFor(host string) *upstream {
 }
 
 // newTransport returns a pooled HTTP/1.1 transport that dials by name with
-// the gateway's own resolver and verifies TLS against UpstreamTLS's roots.
-// Compression is left to the caller (Accept-Encoding is forwarded as chosen),
-// so bodies are never silently inflated.
-func (g *Gateway) newTransport() *http.Transport {
-	tlsCfg := g.cfg.UpstreamTLS.Clone()
+// the gateway's own resolver and verifies TLS against tlsCfg's roots (nil:
+// Config.UpstreamTLS). Compression is left to the caller (Accept-Encoding is
+// forwarded as chosen), so bodies are never silently inflated.
+func (g *Gateway) newTransport(tlsCfg *tls.Config) *http.Transport {
+	if tlsCfg == nil {
+		tlsCfg = g.cfg.UpstreamTLS
+	}
+	tlsCfg = tlsCfg.Clone()
 	tlsCfg.NextProtos = []string{"http/1.1"}
 	return &http.Transport{
 		Proxy: nil,
@@ -76,23 +80,28 @@ func (g *Gateway) newTransport() *http.Transport {
 }
 
 // UpstreamTLSConfig returns a client TLS configuration that trusts the
-// system roots plus, when caFile is set, the PEM certificates in it (a
-// private link's or the emulator's CA).
-func UpstreamTLSConfig(caFile string) (*tls.Config, error) {
+// system roots plus the PEM certificates in each of caFiles (a private
+// link's or the emulator's CA); empty names are skipped.
+func UpstreamTLSConfig(caFiles ...string) (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if caFile == "" {
-		return cfg, nil
-	}
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		return nil, fmt.Errorf("upstream CA: %w", err)
-	}
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("upstream CA %s: no PEM certificate", caFile)
+	var pool *x509.CertPool
+	for _, caFile := range caFiles {
+		if caFile == "" {
+			continue
+		}
+		if pool == nil {
+			var err error
+			if pool, err = x509.SystemCertPool(); err != nil || pool == nil {
+				pool = x509.NewCertPool()
+			}
+		}
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("upstream CA: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("upstream CA %s: no PEM certificate", caFile)
+		}
 	}
 	cfg.RootCAs = pool
 	return cfg, nil
