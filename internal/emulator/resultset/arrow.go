@@ -184,7 +184,7 @@ func (a *arrowBuilder) appendValue(i int, v any) error {
 			return fmt.Errorf("resultset: binary column %s: unexpected %T", c.Name, v)
 		}
 	default:
-		b.(*array.StringBuilder).Append(textString(v))
+		b.(*array.StringBuilder).Append(sqlengine.TextOf(v))
 	}
 	return nil
 }

@@ -34,7 +34,7 @@ func (e *cellEncoder) cell(i int, v any) (string, bool, error) {
 		if err != nil {
 			return "", false, err
 		}
-		return formatFloat(f), true, nil
+		return sqlengine.FormatFloat(f), true, nil
 	case "boolean":
 		b, err := toBool(v)
 		if err != nil {
@@ -80,7 +80,7 @@ func (e *cellEncoder) cell(i int, v any) (string, bool, error) {
 		return "", false, fmt.Errorf("resultset: binary column %s: unexpected %T", c.Name, v)
 	}
 	// text, variant, object, array and anything else: text.
-	return textString(v), true, nil
+	return sqlengine.TextOf(v), true, nil
 }
 
 func floorSec(t time.Time) int64 { return t.Unix() }
@@ -107,36 +107,6 @@ func daysSinceEpoch(t time.Time) int64 {
 		days--
 	}
 	return days
-}
-
-func formatFloat(f float64) string {
-	switch {
-	case math.IsNaN(f):
-		return "NaN"
-	case math.IsInf(f, 1):
-		return "inf"
-	case math.IsInf(f, -1):
-		return "-inf"
-	}
-	return strconv.FormatFloat(f, 'g', -1, 64)
-}
-
-func textString(v any) string {
-	switch x := v.(type) {
-	case string:
-		return x
-	case []byte:
-		return string(x)
-	case int64:
-		return strconv.FormatInt(x, 10)
-	case float64:
-		return formatFloat(x)
-	case bool:
-		return strconv.FormatBool(x)
-	case time.Time:
-		return x.Format("2006-01-02 15:04:05.000000000")
-	}
-	return fmt.Sprint(v)
 }
 
 // fixedString renders a fixed-point value with exactly scale fraction digits.

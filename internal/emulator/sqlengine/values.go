@@ -258,6 +258,13 @@ func str(v any) string {
 	return fmt.Sprint(v)
 }
 
+// TextOf renders a stored value as Snowflake renders it when cast to text;
+// the result encoders use it for text cells so casts and results agree.
+func TextOf(v any) string { return textOf(v) }
+
+// FormatFloat renders a REAL value the way Snowflake's result cells carry it.
+func FormatFloat(f float64) string { return formatFloat(f) }
+
 // textOf renders a stored value as Snowflake renders it when cast to text.
 func textOf(v any) string {
 	switch x := v.(type) {
