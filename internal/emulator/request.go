@@ -2,7 +2,6 @@ package emulator
 
 import (
 	"bytes"
-	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,35 +18,22 @@ import (
 // below it; anything bigger is refused before it is decoded.
 const DefaultMaxBodyBytes = 16 << 20
 
+// errBodyTooLarge marks a body over the cap, on the wire or once inflated.
 var errBodyTooLarge = errors.New("request body too large")
 
 // readBody reads a request body of at most limit bytes and, when it starts
-// with the gzip magic (or says Content-Encoding: gzip), inflates it, again to
-// at most limit bytes. The drivers send plain JSON; other connectors gzip.
+// with the gzip magic, inflates it, again to at most limit bytes. The drivers
+// send plain JSON; other connectors gzip. The gateway decodes bodies with the
+// same function, so the two agree on what a body is.
 func readBody(r io.Reader, limit int64) ([]byte, error) {
-	raw, err := io.ReadAll(io.LimitReader(r, limit+1))
+	b, err := snowflake.ReadBody(r, "", snowflake.Limits{MaxBody: limit, MaxDecoded: limit})
+	if errors.Is(err, snowflake.ErrBodyTooLarge) || errors.Is(err, snowflake.ErrDecodedTooLarge) {
+		return nil, fmt.Errorf("%w: %w", errBodyTooLarge, err)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("read body: %w", err)
+		return nil, err
 	}
-	if int64(len(raw)) > limit {
-		return nil, errBodyTooLarge
-	}
-	if len(raw) < 2 || raw[0] != 0x1f || raw[1] != 0x8b {
-		return raw, nil
-	}
-	zr, err := gzip.NewReader(bytes.NewReader(raw))
-	if err != nil {
-		return nil, fmt.Errorf("gzip body: %w", err)
-	}
-	defer zr.Close()
-	plain, err := io.ReadAll(io.LimitReader(zr, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("gzip body: %w", err)
-	}
-	if int64(len(plain)) > limit {
-		return nil, errBodyTooLarge
-	}
-	return plain, nil
+	return b.Plain, nil
 }
 
 // DecodeRequest decodes a JSON request body (plain or gzip, detected by its
