@@ -121,7 +121,7 @@ func (x *execution) create() (*Result, error) {
 			return nil, syntaxErrorAt(x.tok(i))
 		}
 		name := identName(x.tok(i))
-		found, err := x.e.exists(x.ctx, x.e.db, `SELECT count(*) FROM sg_databases WHERE name = ?`, name)
+		found, err := x.databaseExists(name)
 		if err != nil {
 			return nil, err
 		}
@@ -146,7 +146,7 @@ func (x *execution) create() (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		found, err := x.e.exists(x.ctx, x.e.db, `SELECT count(*) FROM sg_schemas WHERE db = ? AND name = ?`, ref.DB, ref.Schema)
+		found, err := x.schemaExists(ref.DB, ref.Schema)
 		if err != nil {
 			return nil, err
 		}
@@ -603,7 +603,7 @@ func (x *execution) drop() (*Result, error) {
 			return nil, syntaxErrorAt(x.tok(i))
 		}
 		name := identName(x.tok(i))
-		found, err := x.e.exists(x.ctx, x.e.db, `SELECT count(*) FROM sg_databases WHERE name = ?`, name)
+		found, err := x.databaseExists(name)
 		if err != nil {
 			return nil, err
 		}
@@ -631,7 +631,7 @@ func (x *execution) drop() (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		found, err := x.e.exists(x.ctx, x.e.db, `SELECT count(*) FROM sg_schemas WHERE db = ? AND name = ?`, ref.DB, ref.Schema)
+		found, err := x.schemaExists(ref.DB, ref.Schema)
 		if err != nil {
 			return nil, err
 		}
@@ -854,7 +854,7 @@ func (x *execution) use() (*Result, error) {
 			x.s.Database, x.s.Schema = ref.DB, ref.Schema
 			break
 		}
-		found, err := x.e.exists(x.ctx, x.e.db, `SELECT count(*) FROM sg_databases WHERE name = ?`, name)
+		found, err := x.databaseExists(name)
 		if err != nil {
 			return nil, err
 		}
@@ -866,8 +866,18 @@ func (x *execution) use() (*Result, error) {
 	return statusResult(snowflake.StatementSession, "Statement executed successfully."), nil
 }
 
+// databaseExists reports whether the catalog knows database name.
+func (x *execution) databaseExists(name string) (bool, error) {
+	return x.e.exists(x.ctx, x.e.db, `SELECT count(*) FROM sg_databases WHERE name = ?`, name)
+}
+
+// schemaExists reports whether the catalog knows schema db.schema.
+func (x *execution) schemaExists(db, schema string) (bool, error) {
+	return x.e.exists(x.ctx, x.e.db, `SELECT count(*) FROM sg_schemas WHERE db = ? AND name = ?`, db, schema)
+}
+
 func (x *execution) requireSchema(db, schema string) error {
-	found, err := x.e.exists(x.ctx, x.e.db, `SELECT count(*) FROM sg_schemas WHERE db = ? AND name = ?`, db, schema)
+	found, err := x.schemaExists(db, schema)
 	if err != nil {
 		return err
 	}
