@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"bufio"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -59,30 +58,7 @@ func startBenchEmulator(b *testing.B, storageURL string) *remoteEmulator {
 	b.Helper()
 	cmd := testenv.Command(b, testenv.Proc{Root: true}, os.Args[0], "-test.run=^TestBenchEmulatorProcess$", "-test.count=1")
 	cmd.Env = append(os.Environ(), benchEmulatorEnv+"=1", benchStorageEnv+"="+storageURL)
-	cmd.Stderr = testWriter{b}
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		in.Close()
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
-	r := bufio.NewReader(out)
+	_, r := startPiped(b, cmd)
 	for {
 		line, err := r.ReadString('\n')
 		if err != nil {

@@ -314,6 +314,15 @@ func startClientProc(t testing.TB, p testenv.Proc, caFile string) *agentProc {
 		"SF_OCSP_RESPONSE_CACHE_DIR="+home,
 		"SNOWFLAKE_DISABLE_PLATFORM_DETECTION=true",
 	)
+	in, out := startPiped(t, cmd)
+	return &agentProc{cmd: cmd, in: in, out: out}
+}
+
+// startPiped starts a helper process driven through its stdin and read on
+// its stdout. At cleanup its stdin is closed, which tells it to exit; it is
+// killed if it has not after 30 seconds.
+func startPiped(t testing.TB, cmd *exec.Cmd) (io.WriteCloser, *bufio.Reader) {
+	t.Helper()
 	cmd.Stderr = testWriter{t}
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -337,7 +346,7 @@ func startClientProc(t testing.TB, p testenv.Proc, caFile string) *agentProc {
 			<-done
 		}
 	})
-	return &agentProc{cmd: cmd, in: in, out: bufio.NewReader(out)}
+	return in, bufio.NewReader(out)
 }
 
 // do sends one command and waits (generously) for the reply.
