@@ -137,6 +137,22 @@ func runDaemon(ctx context.Context, o runOptions) error {
 		return err
 	}
 	defer sink.Close()
+	d := &daemon{cfg: cfg, log: log, admin: adminMux()}
+	d.gw.Observers = append(d.gw.Observers, sink)
+	defer d.close()
+	for _, stage := range []struct {
+		name string
+		wire func(context.Context) error
+	}{
+		{"identity", d.wireIdentity},
+		{"recording", d.wireRecording},
+		{"policy", d.wirePolicy},
+		{"metrics", d.wireMetrics},
+	} {
+		if err := stage.wire(ctx); err != nil {
+			return fmt.Errorf("%s: %w", stage.name, err)
+		}
+	}
 
 	names := make([]string, 0, len(cfg.Accounts))
 	for name := range cfg.Accounts {
@@ -222,24 +238,25 @@ func runDaemon(ctx context.Context, o runOptions) error {
 	// redirect keeps failing closed while the daemon is down.
 	defer redir.Close()
 	log.Info("redirect in force", "cgroup", cfg.Intercept.Cgroup, "proxy", proxy, "dns", dnsAddr, "pin_dir", redir.PinDir())
-	gw, err := gateway.New(gateway.Config{
-		Minter:         minter,
-		Responder:      responder,
-		OCSPHost:       ocspURL.Hostname(),
-		Domains:        cfg.Intercept.SnowflakeDomains,
-		Accounts:       accounts,
-		OtherTLS:       cfg.Intercept.OtherTLS,
-		SnowflakeAddrs: learned.has,
-		UpstreamTLS:    upTLS,
-		Sink:           sink,
-		Logger:         log,
-		Origins:        redir,
-	})
+	d.redirect = redir
+	gc := d.gw
+	gc.Minter = minter
+	gc.Responder = responder
+	gc.OCSPHost = ocspURL.Hostname()
+	gc.Domains = cfg.Intercept.SnowflakeDomains
+	gc.Accounts = accounts
+	gc.OtherTLS = cfg.Intercept.OtherTLS
+	gc.SnowflakeAddrs = learned.has
+	gc.UpstreamTLS = upTLS
+	gc.Logger = log
+	gc.Origins = redir
+	gw, err := gateway.New(gc)
 	if err != nil {
 		cancel()
 		wg.Wait()
 		return err
 	}
+	d.gateway = gw
 
 	wg.Add(2)
 	go func() {
@@ -248,7 +265,7 @@ func runDaemon(ctx context.Context, o runOptions) error {
 			errc <- err
 		}
 	}()
-	admin := &http.Server{Addr: cfg.Admin.Listen, Handler: adminMux(), ReadHeaderTimeout: 10 * time.Second}
+	admin := &http.Server{Addr: cfg.Admin.Listen, Handler: d.admin, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		defer wg.Done()
 		if err := admin.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {

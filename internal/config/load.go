@@ -16,7 +16,6 @@ import (
 	"strings"
 	"time"
 
-	"filippo.io/age"
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/parser"
@@ -279,10 +278,7 @@ func (v *validator) config(c *Config) {
 	v.rules(c.Rules, c.Accounts, issuers)
 	v.recording(&c.Recording)
 	v.approvals(&c.Approvals)
-	if c.Admin.Listen == "" {
-		c.Admin.Listen = "127.0.0.1:9464"
-	}
-	v.hostPort("admin.listen", c.Admin.Listen)
+	v.admin(&c.Admin)
 }
 
 func (v *validator) intercept(in *Intercept) {
@@ -465,149 +461,6 @@ func (v *validator) credential(path string, c Credential) {
 	for _, k := range []string{"private_key_file", "token_file", "password_file"} {
 		if k != want && fields[k] != "" {
 			v.bad(path+"."+k, "not used by a %s credential", c.Type)
-		}
-	}
-}
-
-func (v *validator) identity(id *Identity) map[string]bool {
-	issuers := map[string]bool{}
-	if len(id.Issuers) == 0 {
-		v.bad("identity.issuers", "at least one issuer is required")
-	}
-	for i, is := range id.Issuers {
-		path := fmt.Sprintf("identity.issuers[%d]", i)
-		if is.Issuer == "" {
-			v.bad(path+".issuer", "required")
-		} else if err := issuerURL(is.Issuer); err != nil {
-			v.bad(path+".issuer", "%v", err)
-		} else if issuers[is.Issuer] {
-			v.bad(path+".issuer", "%q is listed twice", is.Issuer)
-		}
-		issuers[is.Issuer] = true
-		if len(is.Audiences) == 0 {
-			v.bad(path+".audiences", "at least one audience is required")
-		}
-		for j, a := range is.Audiences {
-			if strings.TrimSpace(a) == "" {
-				v.bad(fmt.Sprintf("%s.audiences[%d]", path, j), "empty audience")
-			}
-		}
-		if is.JWKSURL != "" {
-			if err := issuerURL(is.JWKSURL); err != nil {
-				v.bad(path+".jwks_url", "%v", err)
-			}
-		}
-	}
-	return issuers
-}
-
-// issuerURL accepts https URLs, and http on loopback (a local test issuer).
-func issuerURL(s string) error {
-	u, err := url.Parse(s)
-	if err != nil || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-		return fmt.Errorf("%q is not an absolute URL without query or fragment", s)
-	}
-	switch u.Scheme {
-	case "https":
-		return nil
-	case "http":
-		if ip, err := netip.ParseAddr(u.Hostname()); (err == nil && ip.IsLoopback()) || u.Hostname() == "localhost" {
-			return nil
-		}
-		return fmt.Errorf("%q: http is allowed only on loopback; use https", s)
-	}
-	return fmt.Errorf("%q: scheme must be https", s)
-}
-
-func (v *validator) rules(rules []Rule, accts map[string]Account, issuers map[string]bool) {
-	if len(rules) == 0 {
-		v.bad("rules", "at least one rule is required: without one no workload can log in")
-	}
-	names := map[string]bool{}
-	for i := range rules {
-		r := &rules[i]
-		path := fmt.Sprintf("rules[%d]", i)
-		switch {
-		case r.Name == "":
-			v.bad(path+".name", "required")
-		case names[r.Name]:
-			v.bad(path+".name", "%q is used by an earlier rule", r.Name)
-		}
-		names[r.Name] = true
-		switch {
-		case r.Match.Issuer == "":
-			v.bad(path+".match.issuer", "required")
-		case !issuers[r.Match.Issuer]:
-			v.bad(path+".match.issuer", "%q is not in identity.issuers", r.Match.Issuer)
-		}
-		for k := range r.Match.Claims {
-			if k == "" {
-				v.bad(path+".match.claims", "empty claim name")
-			}
-		}
-		switch {
-		case r.Account == "":
-			v.bad(path+".account", "required")
-		default:
-			if _, ok := accts[r.Account]; !ok {
-				v.bad(path+".account", "no account named %q", r.Account)
-			}
-		}
-		if r.Snowflake.Role == "" {
-			v.bad(path+".snowflake.role", "required: the role the session runs as")
-		}
-		for k, val := range map[string]string{"role": r.Snowflake.Role, "warehouse": r.Snowflake.Warehouse, "database": r.Snowflake.Database, "schema": r.Snowflake.Schema} {
-			if val != "" && !identifier.MatchString(val) {
-				v.bad(path+".snowflake."+k, "%q is not a Snowflake identifier", val)
-			}
-		}
-		st := &r.Statements
-		for _, f := range []struct {
-			key string
-			val *string
-			def string
-		}{{"read", &st.Read, DecisionAllow}, {"dml", &st.DML, DecisionDeny}, {"ddl", &st.DDL, DecisionDeny}, {"file_transfer", &st.FileTransfer, DecisionDeny}} {
-			if *f.val == "" {
-				*f.val = f.def
-			}
-			v.enum(path+".statements."+f.key, *f.val, DecisionAllow, DecisionDeny, DecisionApprove)
-		}
-	}
-}
-
-func (v *validator) recording(r *Recording) {
-	v.requiredPath("recording.dir", r.Dir)
-	for i, rcpt := range r.EncryptTo {
-		if _, err := age.ParseX25519Recipient(rcpt); err != nil {
-			v.bad(fmt.Sprintf("recording.encrypt_to[%d]", i), "not an age recipient (age1…)")
-		}
-	}
-	if r.Results == "" {
-		r.Results = ResultsFull
-	}
-	v.enum("recording.results", r.Results, ResultsFull, ResultsNone, ResultsFirstRows)
-	switch {
-	case r.FirstRows < 0:
-		v.bad("recording.first_rows", "must not be negative")
-	case r.FirstRows > 0 && r.Results != ResultsFirstRows:
-		v.bad("recording.first_rows", "only used with results: first_rows")
-	case r.FirstRows == 0 && r.Results == ResultsFirstRows:
-		r.FirstRows = 100
-	}
-	switch {
-	case r.ExchangeLog == "" && r.Dir != "":
-		r.ExchangeLog = filepath.Join(r.Dir, "exchanges.jsonl")
-	case r.ExchangeLog != "" && !filepath.IsAbs(r.ExchangeLog):
-		v.bad("recording.exchange_log", "%q is not an absolute path", r.ExchangeLog)
-	}
-}
-
-func (v *validator) approvals(a *Approvals) {
-	v.duration("approvals.timeout", &a.Timeout, 30*time.Minute, time.Second, 7*24*time.Hour)
-	if a.Notify != "" {
-		u, err := url.Parse(a.Notify)
-		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			v.bad("approvals.notify", "%q is not an http(s) URL", a.Notify)
 		}
 	}
 }

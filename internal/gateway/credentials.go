@@ -7,12 +7,19 @@ import (
 	"github.com/snowgate/snowgate/internal/snowflake"
 )
 
-// Call is what the credential hook knows about one API request.
+// Call is what the hooks at the choke point know about one API request. The
+// credential hook fills in Principal; the later stages read it.
 type Call struct {
 	Kind     snowflake.Kind
 	Account  string
 	Host     string
 	Workload Workload
+	// RequestID is the driver's requestId query parameter (its retry key).
+	RequestID string
+	// Principal is who the request acts for: set by Credentials.Outbound
+	// for requests that carry a session token, and by Credentials.Inbound
+	// on a successful login. Nil until then (and with ObserveOnly).
+	Principal *Principal
 }
 
 // Credentials is the hook at the choke point where credentials are swapped
@@ -24,8 +31,8 @@ type Call struct {
 // An error refuses the request with a Snowflake-shaped error
 // (a *snowflake.Error is sent as it is).
 type Credentials interface {
-	Outbound(ctx context.Context, c Call, req *http.Request, body []byte) ([]byte, error)
-	Inbound(ctx context.Context, c Call, status int, body []byte) ([]byte, error)
+	Outbound(ctx context.Context, c *Call, req *http.Request, body []byte) ([]byte, error)
+	Inbound(ctx context.Context, c *Call, status int, body []byte) ([]byte, error)
 }
 
 // ObserveOnly forwards the client's own credentials unchanged: the login
@@ -35,11 +42,11 @@ type Credentials interface {
 type ObserveOnly struct{}
 
 // Outbound implements Credentials.
-func (ObserveOnly) Outbound(_ context.Context, _ Call, _ *http.Request, body []byte) ([]byte, error) {
+func (ObserveOnly) Outbound(_ context.Context, _ *Call, _ *http.Request, body []byte) ([]byte, error) {
 	return body, nil
 }
 
 // Inbound implements Credentials.
-func (ObserveOnly) Inbound(_ context.Context, _ Call, _ int, body []byte) ([]byte, error) {
+func (ObserveOnly) Inbound(_ context.Context, _ *Call, _ int, body []byte) ([]byte, error) {
 	return body, nil
 }

@@ -20,7 +20,7 @@ type loginSwap struct {
 	replies        atomic.Int64
 }
 
-func (s *loginSwap) Outbound(_ context.Context, c gateway.Call, _ *http.Request, body []byte) ([]byte, error) {
+func (s *loginSwap) Outbound(_ context.Context, c *gateway.Call, _ *http.Request, body []byte) ([]byte, error) {
 	if c.Kind != snowflake.KindLogin {
 		return body, nil
 	}
@@ -39,7 +39,7 @@ func (s *loginSwap) Outbound(_ context.Context, c gateway.Call, _ *http.Request,
 	return lr.Body.Bytes(), nil
 }
 
-func (s *loginSwap) Inbound(_ context.Context, c gateway.Call, status int, body []byte) ([]byte, error) {
+func (s *loginSwap) Inbound(_ context.Context, c *gateway.Call, status int, body []byte) ([]byte, error) {
 	if c.Kind == snowflake.KindLogin && status == http.StatusOK {
 		s.replies.Add(1)
 	}

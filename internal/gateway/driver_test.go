@@ -157,6 +157,7 @@ func TestGosnowflakeThroughGateway(t *testing.T) {
 	})
 
 	t.Run("log keeps no secrets", func(t *testing.T) {
+		f.sink.file.Flush()
 		b, err := os.ReadFile(f.sink.path)
 		if err != nil {
 			t.Fatal(err)

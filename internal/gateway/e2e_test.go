@@ -47,11 +47,11 @@ type memorySink struct {
 	xs   []gateway.Exchange
 }
 
-func (s *memorySink) Record(ctx context.Context, x gateway.Exchange) error {
+func (s *memorySink) Observe(x *gateway.Exchange) {
 	s.mu.Lock()
-	s.xs = append(s.xs, x)
+	s.xs = append(s.xs, *x)
 	s.mu.Unlock()
-	return s.file.Record(ctx, x)
+	s.file.Observe(x)
 }
 
 // count returns how many exchanges of kind had status.
@@ -229,7 +229,7 @@ func newFixture(t testing.TB, o fixtureOptions) *fixture {
 		ReadHeaderTimeout: o.ReadHeaderTimeout,
 		SnowflakeAddrs:    func(a netip.Addr) bool { return a == snowflakeAddr },
 		UpstreamTLS:       upTLS,
-		Sink:              f.sink,
+		Observers:         []gateway.Observer{f.sink},
 		Logger:            logger,
 		RequestLimits:     snowflake.Limits{MaxBody: 1 << 20},
 	})

@@ -1,10 +1,11 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"strconv"
@@ -56,24 +57,57 @@ type Exchange struct {
 	ResponseBody   []byte      `json:"-"`
 	// ResponseSize is the number of body bytes sent to the client.
 	ResponseSize int64 `json:"response_size"`
-	// ChunkID and QueryID are set for chunk fetches.
+	// ChunkID is set for chunk fetches; QueryID for chunk fetches and for
+	// query replies that name one.
 	ChunkID string `json:"chunk_id,omitempty"`
 	QueryID string `json:"query_id,omitempty"`
+	// RequestID is the driver's requestId (its retry key), when sent.
+	RequestID string `json:"request_id,omitempty"`
+	// UpstreamDuration is the time spent in the upstream round trip (zero
+	// when the gateway answered itself).
+	UpstreamDuration time.Duration `json:"upstream_duration_ns,omitempty"`
+	// Principal is the session's verified party (nil before login and in
+	// observe-only mode).
+	Principal *Principal `json:"principal,omitempty"`
+	// Verdict is the statement policy's decision on a query request.
+	Verdict *Verdict `json:"verdict,omitempty"`
 	// Error says why the gateway answered itself or the exchange broke.
 	Error string `json:"error,omitempty"`
 }
 
-// ExchangeSink receives every exchange. Record is called after the reply
-// went to the client; an implementation must not keep secrets.
-type ExchangeSink interface {
-	Record(ctx context.Context, x Exchange) error
+// Observer sees every exchange after its reply went to the client: the
+// metrics, the exchange log, the audit trail. Observe runs on the request's
+// goroutine, so it must be quick and must not block; it may keep x.
+type Observer interface {
+	Observe(x *Exchange)
 }
 
-// JSONLinesSink writes one redacted JSON object per exchange to a file.
-type JSONLinesSink struct {
-	mu sync.Mutex
-	f  *os.File
+// observe hands x to every observer.
+func (g *Gateway) observe(x *Exchange) {
+	for _, o := range g.cfg.Observers {
+		o.Observe(x)
+	}
 }
+
+// JSONLinesSink writes one redacted JSON object per exchange to a file. The
+// marshalling and the write happen on its own goroutine, off the request
+// path; a full queue makes Observe wait (back-pressure, nothing dropped).
+type JSONLinesSink struct {
+	f     *os.File
+	queue chan sinkItem
+	done  chan struct{}
+	once  sync.Once
+	log   *slog.Logger
+}
+
+// sinkItem is an exchange to write, or (ack set) a request to flush.
+type sinkItem struct {
+	x   *Exchange
+	ack chan struct{}
+}
+
+// jsonLinesQueue bounds the exchanges waiting to be written.
+const jsonLinesQueue = 1024
 
 // NewJSONLinesSink opens (appends to, creating with mode 0600) path.
 func NewJSONLinesSink(path string) (*JSONLinesSink, error) {
@@ -81,25 +115,57 @@ func NewJSONLinesSink(path string) (*JSONLinesSink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("exchange log: %w", err)
 	}
-	return &JSONLinesSink{f: f}, nil
+	s := &JSONLinesSink{f: f, queue: make(chan sinkItem, jsonLinesQueue), done: make(chan struct{}), log: slog.Default()}
+	go s.run()
+	return s, nil
 }
 
-// Record implements ExchangeSink.
-func (s *JSONLinesSink) Record(_ context.Context, x Exchange) error {
-	line, err := MarshalRedacted(x)
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, err := s.f.Write(append(line, '\n')); err != nil {
-		return fmt.Errorf("exchange log: %w", err)
-	}
-	return nil
+// Observe implements Observer.
+func (s *JSONLinesSink) Observe(x *Exchange) { s.queue <- sinkItem{x: x} }
+
+// Flush returns once every exchange observed before it is written to the
+// file.
+func (s *JSONLinesSink) Flush() {
+	ack := make(chan struct{})
+	s.queue <- sinkItem{ack: ack}
+	<-ack
 }
 
-// Close closes the file.
-func (s *JSONLinesSink) Close() error { return s.f.Close() }
+func (s *JSONLinesSink) run() {
+	defer close(s.done)
+	w := bufio.NewWriterSize(s.f, 64<<10)
+	for it := range s.queue {
+		if it.ack != nil {
+			if err := w.Flush(); err != nil {
+				s.log.Error("exchange log write failed", "err", err)
+			}
+			close(it.ack)
+			continue
+		}
+		line, err := MarshalRedacted(*it.x)
+		if err != nil {
+			s.log.Error("exchange log", "err", err)
+			continue
+		}
+		_, _ = w.Write(append(line, '\n'))
+		if len(s.queue) == 0 {
+			if err := w.Flush(); err != nil {
+				s.log.Error("exchange log write failed", "err", err)
+			}
+		}
+	}
+	if err := w.Flush(); err != nil {
+		s.log.Error("exchange log write failed", "err", err)
+	}
+}
+
+// Close writes what is queued and closes the file. Observe must not be
+// called after Close.
+func (s *JSONLinesSink) Close() error {
+	s.once.Do(func() { close(s.queue) })
+	<-s.done
+	return s.f.Close()
+}
 
 // MarshalRedacted renders x as one JSON object with every secret replaced
 // by "[REDACTED]": credential headers, tokens, passwords, keys and presigned

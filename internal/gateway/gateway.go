@@ -107,8 +107,12 @@ type Config struct {
 	// Dialer dials upstream and passthrough destinations (by name, with
 	// the gateway's own resolver). Nil: a net.Dialer with a 30 s timeout.
 	Dialer *net.Dialer
-	// Sink receives every exchange. Nil records nothing.
-	Sink ExchangeSink
+	// Recorder keeps the durable per-session record; a reply is released
+	// only after Recorder.Commit succeeded. Nil records nothing.
+	Recorder Recorder
+	// Observers see every exchange after its reply (metrics, exchange
+	// log, audit).
+	Observers []Observer
 	// Credentials is the hook where login requests are rewritten and
 	// tokens mapped. Nil: ObserveOnly.
 	Credentials Credentials

@@ -67,7 +67,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer func() {
 		x.Duration = time.Since(x.Start)
-		h.record(r.Context(), x)
+		h.g.observe(&x)
 	}()
 	reqHost := hostOnly(r.Host)
 	if !h.tls {
@@ -113,28 +113,35 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // fail answers with a Snowflake-shaped error, so drivers report the reason.
 func (h *handler) fail(w http.ResponseWriter, status int, msg string) {
-	_ = snowflake.WriteError(w, &snowflake.Error{
-		Code:       snowflake.CodeBadRequest,
-		SQLState:   snowflake.SQLStateConnection,
-		Message:    "snowgate: " + msg,
-		HTTPStatus: status,
-	})
+	_ = snowflake.WriteError(w, refusal(status, msg))
 }
 
-func (h *handler) record(ctx context.Context, x Exchange) {
-	if h.g.cfg.Sink == nil {
-		return
-	}
-	if err := h.g.cfg.Sink.Record(context.WithoutCancel(ctx), x); err != nil {
-		h.log.Error("recording an exchange failed", "kind", x.Kind, "err", err)
-	}
+// clientRequest is an API request as the client sent it, body decoded.
+type clientRequest struct {
+	Method string
+	// URI is the request URI (path and query) sent upstream unchanged.
+	URI    string
+	Header http.Header
+	// Body is the decoded body; Gzipped says how it came (and goes).
+	Body    []byte
+	Gzipped bool
 }
 
-// api forwards one API request upstream and its reply back.
+// reply is an API reply ready for the client: the body is plain JSON.
+type reply struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// api serves one API request: decode, then forward (credential hook,
+// statement screen, upstream, chunk rewrite, credential hook back), then
+// respond (commit to the recorder, release to the client).
 func (h *handler) api(w http.ResponseWriter, r *http.Request, ep snowflake.Endpoint, x *Exchange) {
 	up := h.g.upstreamFor(h.host)
 	x.Account = up.account
 	x.RequestHeader = r.Header.Clone()
+	x.RequestID = r.URL.Query().Get("requestId")
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(h.g.cfg.BodyTimeout))
 	body, err := snowflake.ReadBody(r.Body, r.Header.Get("Content-Encoding"), h.g.cfg.RequestLimits)
@@ -156,82 +163,132 @@ func (h *handler) api(w http.ResponseWriter, r *http.Request, ep snowflake.Endpo
 		return
 	}
 	x.RequestBody = body.Plain
-
-	ctx, cancel := context.WithTimeout(r.Context(), h.g.cfg.UpstreamTimeout)
-	defer cancel()
-	out, err := http.NewRequestWithContext(ctx, r.Method, up.base.String()+r.URL.RequestURI(), nil)
-	if err != nil {
-		x.Status, x.Error = http.StatusBadRequest, "request: "+err.Error()
-		h.fail(w, x.Status, x.Error)
-		return
-	}
-	copyHeader(out.Header, r.Header, "Content-Length", "Content-Encoding", "Accept-Encoding", "Host")
-	out.Header.Set("Accept-Encoding", "gzip")
-	call := Call{Kind: ep.Kind, Account: up.account, Host: h.host, Workload: h.workload}
-	send, err := h.g.creds.Outbound(ctx, call, out, body.Plain)
+	req := &clientRequest{Method: r.Method, URI: r.URL.RequestURI(), Header: r.Header, Body: body.Plain, Gzipped: body.Gzipped}
+	call := &Call{Kind: ep.Kind, Account: up.account, Host: h.host, Workload: h.workload, RequestID: x.RequestID}
+	release, err := h.g.admit(call)
 	if err != nil {
 		h.refuse(w, x, err)
 		return
 	}
-	if len(send) > 0 || r.Method == http.MethodPost {
-		wire, err := snowflake.Encode(send, body.Gzipped)
+	defer release()
+	ctx, cancel := context.WithTimeout(r.Context(), h.g.cfg.UpstreamTimeout)
+	defer cancel()
+	rep, err := h.forward(ctx, call, req, x, true)
+	x.Principal = call.Principal
+	if err != nil {
+		h.refuse(w, x, err)
+		return
+	}
+	h.respond(ctx, w, rep, x)
+}
+
+// forward sends one client request upstream through the hooks and returns
+// the reply for the client. With screen set the statement policy sees the
+// request first and may answer instead (a held query resumes with screen
+// unset). An error is a refusal: a *snowflake.Error is sent as it is.
+func (h *handler) forward(ctx context.Context, call *Call, req *clientRequest, x *Exchange, screen bool) (*reply, error) {
+	up := h.g.upstreamFor(h.host)
+	out, err := http.NewRequestWithContext(ctx, req.Method, up.base.String()+req.URI, nil)
+	if err != nil {
+		return nil, refusal(http.StatusBadRequest, "request: "+err.Error())
+	}
+	copyHeader(out.Header, req.Header, "Content-Length", "Content-Encoding", "Accept-Encoding", "Host")
+	out.Header.Set("Accept-Encoding", "gzip")
+	send, err := h.g.creds.Outbound(ctx, call, out, req.Body)
+	if err != nil {
+		return nil, err
+	}
+	if screen {
+		if rep, err := h.screen(ctx, call, req, send, x); rep != nil || err != nil {
+			return rep, err
+		}
+	}
+	if len(send) > 0 || req.Method == http.MethodPost {
+		wire, err := snowflake.Encode(send, req.Gzipped)
 		if err != nil {
-			x.Status, x.Error = http.StatusInternalServerError, "encode request: "+err.Error()
-			h.fail(w, x.Status, x.Error)
-			return
+			return nil, refusal(http.StatusInternalServerError, "encode request: "+err.Error())
 		}
 		enc := ""
-		if body.Gzipped {
+		if req.Gzipped {
 			enc = "gzip"
 		}
 		snowflake.SetRequestBody(out, wire, enc)
 	}
-	resp, err := up.transport.RoundTrip(out)
+	t0 := time.Now()
+	resp, err := h.roundTrip(up, call, out)
 	if err != nil {
-		x.Status, x.Error = http.StatusBadGateway, "upstream: "+err.Error()
+		x.UpstreamDuration += time.Since(t0)
 		h.log.Warn("upstream request failed", "kind", x.Kind, "account", up.account, "err", err)
-		h.fail(w, x.Status, "upstream unavailable")
-		return
+		x.Error = "upstream: " + err.Error()
+		return nil, refusal(http.StatusBadGateway, "upstream unavailable")
 	}
 	defer resp.Body.Close()
-	reply, err := snowflake.ReadBody(resp.Body, resp.Header.Get("Content-Encoding"), h.g.cfg.ReplyLimits)
+	got, err := snowflake.ReadBody(resp.Body, resp.Header.Get("Content-Encoding"), h.g.cfg.ReplyLimits)
+	x.UpstreamDuration += time.Since(t0)
 	if err != nil {
-		x.Status, x.Error = http.StatusBadGateway, "upstream reply: "+err.Error()
 		h.log.Warn("upstream reply unreadable", "kind", x.Kind, "err", err)
-		h.fail(w, x.Status, "upstream reply unreadable")
-		return
+		x.Error = "upstream reply: " + err.Error()
+		return nil, refusal(http.StatusBadGateway, "upstream reply unreadable")
 	}
-	plain := reply.Plain
-	if resp.StatusCode == http.StatusOK && (ep.Kind == snowflake.KindQueryRequest || ep.Kind == snowflake.KindQueryResult) {
+	plain := got.Plain
+	if resp.StatusCode == http.StatusOK && (call.Kind == snowflake.KindQueryRequest || call.Kind == snowflake.KindQueryResult) {
 		plain, err = h.rewriteChunks(plain)
 		if err != nil {
 			// A reply whose chunks cannot be routed through the gateway
 			// must not reach the client.
-			x.Status, x.Error = http.StatusBadGateway, err.Error()
 			h.log.Error("chunk URL rewrite failed", "err", err)
-			h.fail(w, x.Status, "result could not be rewritten")
-			return
+			x.Error = err.Error()
+			return nil, refusal(http.StatusBadGateway, "result could not be rewritten")
 		}
 	}
 	plain, err = h.g.creds.Inbound(ctx, call, resp.StatusCode, plain)
 	if err != nil {
-		h.refuse(w, x, err)
-		return
+		return nil, err
 	}
-	copyHeader(w.Header(), resp.Header, "Content-Length", "Content-Encoding")
-	w.Header().Set("Content-Length", strconv.Itoa(len(plain)))
-	w.WriteHeader(resp.StatusCode)
-	n, _ := w.Write(plain)
-	x.Status, x.ResponseHeader, x.ResponseBody, x.ResponseSize = resp.StatusCode, w.Header().Clone(), plain, int64(n)
+	hdr := make(http.Header)
+	copyHeader(hdr, resp.Header, "Content-Length", "Content-Encoding")
+	return &reply{Status: resp.StatusCode, Header: hdr, Body: plain}, nil
 }
 
-// refuse answers a request the credential hook refused.
+// respond commits the exchange to the recorder and only then releases the
+// reply to the client; a reply that cannot be recorded is refused.
+func (h *handler) respond(ctx context.Context, w http.ResponseWriter, rep *reply, x *Exchange) {
+	x.Status, x.ResponseHeader, x.ResponseBody = rep.Status, rep.Header, rep.Body
+	if err := h.g.commit(context.WithoutCancel(ctx), x); err != nil {
+		h.log.Error("recording failed: reply withheld", "kind", x.Kind, "err", err)
+		h.refuse(w, x, err)
+		x.ResponseBody = nil
+		return
+	}
+	for k, v := range rep.Header {
+		w.Header()[k] = v
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(rep.Body)))
+	w.WriteHeader(rep.Status)
+	n, _ := w.Write(rep.Body)
+	x.ResponseSize = int64(n)
+}
+
+// refusal is a Snowflake-shaped refusal by the gateway itself.
+func refusal(status int, msg string) *snowflake.Error {
+	return &snowflake.Error{
+		Code:       snowflake.CodeBadRequest,
+		SQLState:   snowflake.SQLStateConnection,
+		Message:    "snowgate: " + msg,
+		HTTPStatus: status,
+	}
+}
+
+// refuse answers a request the gateway refused.
 func (h *handler) refuse(w http.ResponseWriter, x *Exchange, err error) {
 	var se *snowflake.Error
 	if !errors.As(err, &se) {
 		se = &snowflake.Error{Code: snowflake.CodeBadRequest, SQLState: snowflake.SQLStateGeneral, Message: "snowgate: request refused"}
 	}
-	x.Status, x.Error = se.Status(), err.Error()
+	x.Status = se.Status()
+	if x.Error == "" {
+		x.Error = err.Error()
+	}
 	_ = snowflake.WriteError(w, se)
 }
 
@@ -250,52 +307,6 @@ func (h *handler) rewriteChunks(plain []byte) ([]byte, error) {
 		return plain, nil
 	}
 	return q.Body.Bytes(), nil
-}
-
-// chunk streams one result chunk from its original presigned URL, with the
-// client's SSE-C headers, and the reply's Content-Encoding unchanged.
-func (h *handler) chunk(w http.ResponseWriter, r *http.Request, ep snowflake.Endpoint, x *Exchange) {
-	x.ChunkID = ep.ChunkID
-	ref, ok := h.g.cfg.Chunks.Lookup(ep.ChunkID, h.owner())
-	if !ok {
-		x.Status, x.Error = http.StatusNotFound, "chunk id not issued to this workload"
-		h.log.Warn("refused chunk fetch", "reason", x.Error)
-		http.Error(w, "unknown chunk", http.StatusNotFound)
-		return
-	}
-	x.QueryID = ref.QueryID
-	x.RequestHeader = r.Header.Clone()
-	ctx, cancel := context.WithTimeout(r.Context(), h.g.cfg.UpstreamTimeout)
-	defer cancel()
-	out, err := http.NewRequestWithContext(ctx, http.MethodGet, ref.URL, nil)
-	if err != nil {
-		x.Status, x.Error = http.StatusBadGateway, "chunk URL unusable"
-		http.Error(w, "bad chunk", http.StatusBadGateway)
-		return
-	}
-	copyHeader(out.Header, r.Header, "Host", "Authorization", "Cookie", "Content-Length")
-	for k, v := range ref.Headers {
-		if out.Header.Get(k) == "" {
-			out.Header.Set(k, v)
-		}
-	}
-	resp, err := h.g.storage.RoundTrip(out)
-	if err != nil {
-		// The error text may hold the presigned URL: keep it out.
-		x.Status, x.Error = http.StatusBadGateway, "chunk fetch failed"
-		h.log.Warn("chunk fetch failed", "query", ref.QueryID, "index", ref.Index, "err", redactURLError(err))
-		http.Error(w, "chunk fetch failed", http.StatusBadGateway)
-		return
-	}
-	defer resp.Body.Close()
-	copyHeader(w.Header(), resp.Header)
-	w.WriteHeader(resp.StatusCode)
-	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(h.g.cfg.UpstreamTimeout))
-	n, err := io.Copy(w, resp.Body)
-	x.Status, x.ResponseHeader, x.ResponseSize = resp.StatusCode, resp.Header.Clone(), n
-	if err != nil {
-		x.Error = "chunk stream broken"
-	}
 }
 
 // redactURLError drops the URL (a presigned bearer link) from a transport
