@@ -228,6 +228,7 @@ func runDaemon(ctx context.Context, o runOptions) error {
 		HostProxy:       proxy,
 		DNS:             dnsAddr,
 		GatewayCgroupID: selfCg,
+		Ports:           interceptPorts(cfg.Intercept.Ports),
 	})
 	if err != nil {
 		cancel()
@@ -306,6 +307,15 @@ func openExchangeLog(path string) (*gateway.JSONLinesSink, error) {
 		return nil, fmt.Errorf("exchange log directory: %w", err)
 	}
 	return gateway.NewJSONLinesSink(path)
+}
+
+// interceptPorts converts the validated configured ports.
+func interceptPorts(ports []int) []uint16 {
+	out := make([]uint16, len(ports))
+	for i, p := range ports {
+		out[i] = uint16(p)
+	}
+	return out
 }
 
 // ownCgroupID is the cgroup v2 id of this process: the one the redirect

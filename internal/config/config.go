@@ -43,6 +43,10 @@ type Intercept struct {
 	// OtherTLS is what happens to TLS for other names: deny (default) or
 	// passthrough.
 	OtherTLS string `yaml:"other_tls"`
+	// Ports are the TCP ports whose connections are redirected; default
+	// [443, 80]. Port 80 is served as plain HTTP (OCSP only), every other
+	// port as TLS. At most 8.
+	Ports []int `yaml:"ports"`
 }
 
 // Values of Intercept.OtherTLS.

@@ -319,6 +319,24 @@ func (v *validator) intercept(in *Intercept) {
 		in.OtherTLS = OtherTLSDeny
 	}
 	v.enum("intercept.other_tls", in.OtherTLS, OtherTLSDeny, OtherTLSPassthrough)
+	if len(in.Ports) == 0 {
+		in.Ports = []int{443, 80}
+	}
+	if len(in.Ports) > 8 {
+		v.bad("intercept.ports", "at most 8 ports can be intercepted, not %d", len(in.Ports))
+	}
+	seen := map[int]bool{}
+	for i, p := range in.Ports {
+		path := fmt.Sprintf("intercept.ports[%d]", i)
+		v.port(path, p)
+		if seen[p] {
+			v.bad(path, "port %d is listed twice", p)
+		}
+		seen[p] = true
+	}
+	if !seen[443] {
+		v.bad("intercept.ports", "443 must be intercepted: it is Snowflake's port")
+	}
 }
 
 func (v *validator) ca(ca *CA, in Intercept) {
