@@ -3,9 +3,10 @@
  * snowgate redirect programs, attached to the cgroup that holds the agents.
  *
  *   connect4/6     TCP to the intercepted ports goes to the gateway, the original
- *                  destination is kept in socket storage; QUIC, DoT/DoQ and every
- *                  IP protocol other than TCP and UDP are refused; port 53 goes to
- *                  the gateway's DNS listener.
+ *                  destination is kept in sg_socks under the socket cookie (UDP
+ *                  DNS in socket storage); QUIC, DoT/DoQ and every IP protocol
+ *                  other than TCP and UDP are refused; port 53 goes to the
+ *                  gateway's DNS listener.
  *   sendmsg4/6     unconnected UDP: 443/853 refused, 53 sent to the DNS listener.
  *   recvmsg4/6     DNS replies appear to come from the resolver that was asked.
  *   getpeername4/6 the agent sees the original peer.
@@ -19,8 +20,8 @@
  * gateway is excluded by cgroup id, never by mark, uid or pid.
  *
  * Tuple-record failure (documented choice): sockops cannot refuse a connect.
- * When the tuple map update fails, sockops marks the socket SG_F_UNRECORDED in
- * its storage and the egress backstop drops every packet of that socket, so
+ * When the tuple map update fails, sockops gives the socket storage marked
+ * SG_F_UNRECORDED and the egress backstop drops every packet of that socket, so
  * the SYN never leaves and the connect fails closed. The gateway independently
  * refuses any peer it finds no tuple for.
  */
@@ -76,13 +77,31 @@ volatile const __u32 dns6_ip[4] = {};    /* optional native v6 DNS listener */
 volatile const __u16 dns6_port = 0;
 volatile const __u16 intercept_ports[SG_MAX_PORTS] = {443, 80}; /* host order, 0 = unused */
 
-/* The original destination of each redirected socket. */
+/* Socket storage: the original destination of each redirected UDP (DNS)
+ * socket; for TCP only the marker of a socket whose tuple could not be
+ * recorded (SG_F_UNRECORDED, read by egress), and the records of sockets the
+ * previous program generation redirected. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
 	__type(value, struct sg_origin);
 } sg_origins SEC(".maps");
+
+/* Socket cookie -> original destination of a redirected TCP socket, written
+ * by connect4/6 (a preallocated LRU map: nothing is allocated per connect, and
+ * a record left by a connect that failed before TCP_CONNECT_CB is evicted in
+ * time), read by sockops to record the tuple and by getpeername, deleted when
+ * the socket closes. Sized like sg_tuples; per-CPU LRU lists, so neither an
+ * update nor an eviction takes a lock shared between CPUs (connect4 and
+ * TCP_CONNECT_CB of one connect usually run on the same CPU). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct sg_origin);
+} sg_socks SEC(".maps");
 
 /* Client (address, port) -> origin, read by the gateway on accept. */
 struct {
@@ -124,6 +143,19 @@ struct {
 	__type(key, __u64);
 	__type(value, struct sg_netns_target);
 } sg_netns SEC(".maps");
+
+/* The addresses the gateway's DNS listener saw in answers for Snowflake
+ * names, written by the listener before it releases the answer and read by
+ * the gateway's domain-fronting check (a known Snowflake address with a
+ * foreign server name is refused). Entries carry their expiry (the DNS TTL
+ * plus grace); the LRU bound keeps a flood of answers from growing it. Pinned,
+ * so what was learned survives a daemon restart. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct sg_addr);
+	__type(value, struct sg_learned);
+} sg_snowflake_addrs SEC(".maps");
 
 /* bpf2go -type needs the types referenced. */
 const struct sg_event *unused_sg_event __attribute__((unused));
@@ -274,7 +306,10 @@ static __always_inline int pick_target4(void *ctx, int dns, struct target *t)
 	return t->ip != 0 && t->port != 0;
 }
 
-/* Forget an earlier redirect when a socket is connected again elsewhere. */
+/* Forget an earlier DNS redirect when a UDP socket is connected again
+ * elsewhere. TCP needs no forgetting: its records live in sg_socks and
+ * sockops checks that a record still names the socket's peer before using it,
+ * so an allowed TCP connect returns without a helper call. */
 static __always_inline void forget(struct bpf_sock *sk)
 {
 	if (!sk)
@@ -284,35 +319,51 @@ static __always_inline void forget(struct bpf_sock *sk)
 		o->flags = 0;
 }
 
-/* Record the original destination in socket storage. */
-static __always_inline struct sg_origin *remember(struct bpf_sock *sk, const struct who *w,
-						  const __u32 orig[4], __u16 orig_port,
-						  const __u32 tgt[4], __u16 tgt_port,
-						  __u8 flags, __u32 proto)
+static __always_inline int is_tcp(__u32 proto)
 {
+	return proto == IPPROTO_TCP || proto == SG_IPPROTO_MPTCP;
+}
+
+/* Record the original destination: TCP in sg_socks under the socket cookie (a
+ * preallocated map: no allocation on the connect path), UDP (DNS) in socket
+ * storage, which recvmsg reads for every reply and which is freed with the
+ * socket. Returns 0 when it could not be recorded. */
+static __always_inline int remember(struct bpf_sock_addr *ctx, const struct who *w,
+				    const __u32 orig[4], __u16 orig_port,
+				    const __u32 tgt[4], __u16 tgt_port,
+				    __u8 flags, __u32 proto)
+{
+	struct sg_origin rec;
+
+	rec.addr[0] = orig[0];
+	rec.addr[1] = orig[1];
+	rec.addr[2] = orig[2];
+	rec.addr[3] = orig[3];
+	rec.target[0] = tgt[0];
+	rec.target[1] = tgt[1];
+	rec.target[2] = tgt[2];
+	rec.target[3] = tgt[3];
+	rec.cgroup_id = w->cgroup_id;
+	rec.cookie = 0;
+	rec.pid = w->pid;
+	rec.uid = w->uid;
+	rec.port = orig_port;
+	rec.target_port = tgt_port;
+	rec.flags = flags;
+	rec.proto = is_tcp(proto) ? IPPROTO_TCP : proto;
+	rec._pad = 0;
+	if (is_tcp(proto)) {
+		rec.cookie = bpf_get_socket_cookie(ctx);
+		return bpf_map_update_elem(&sg_socks, &rec.cookie, &rec, BPF_ANY) == 0;
+	}
+	struct bpf_sock *sk = ctx->sk;
 	if (!sk)
 		return 0;
 	struct sg_origin *o = bpf_sk_storage_get(&sg_origins, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!o)
 		return 0;
-	o->addr[0] = orig[0];
-	o->addr[1] = orig[1];
-	o->addr[2] = orig[2];
-	o->addr[3] = orig[3];
-	o->target[0] = tgt[0];
-	o->target[1] = tgt[1];
-	o->target[2] = tgt[2];
-	o->target[3] = tgt[3];
-	o->cgroup_id = w->cgroup_id;
-	o->cookie = 0;
-	o->pid = w->pid;
-	o->uid = w->uid;
-	o->port = orig_port;
-	o->target_port = tgt_port;
-	o->flags = flags;
-	o->proto = proto == SG_IPPROTO_MPTCP ? IPPROTO_TCP : proto;
-	o->_pad = 0;
-	return o;
+	*o = rec; /* storage may exist already: a resolver asked again */
+	return 1;
 }
 
 /* Shared body of connect4, sendmsg4 and the v4-mapped half of connect6 and
@@ -334,7 +385,7 @@ static __always_inline int handle4(struct bpf_sock_addr *ctx, struct who *w,
 
 	int v = policy(proto, bpf_ntohs(port), &reason);
 	if (v == V_ALLOW) {
-		if (connect)
+		if (connect && proto == IPPROTO_UDP)
 			forget(ctx->sk);
 		return 1;
 	}
@@ -353,7 +404,7 @@ static __always_inline int handle4(struct bpf_sock_addr *ctx, struct who *w,
 	}
 	v4mapped(tgt, t.ip);
 	__u8 flags = SG_F_REDIRECTED | SG_F_V4 | (v == V_DNS ? SG_F_DNS : 0);
-	if (!remember(ctx->sk, w, orig, port, tgt, t.port, flags, proto)) {
+	if (!remember(ctx, w, orig, port, tgt, t.port, flags, proto)) {
 		refuse(w, SG_REFUSED_NO_STORAGE, hook, proto, orig, port);
 		return 0;
 	}
@@ -385,7 +436,7 @@ static __always_inline int handle6(struct bpf_sock_addr *ctx, struct who *w,
 
 	int v = policy(proto, bpf_ntohs(port), &reason);
 	if (v == V_ALLOW) {
-		if (connect)
+		if (connect && proto == IPPROTO_UDP)
 			forget(ctx->sk);
 		return 1;
 	}
@@ -417,7 +468,7 @@ static __always_inline int handle6(struct bpf_sock_addr *ctx, struct who *w,
 		return 0;
 	}
 	__u8 flags = SG_F_REDIRECTED | (v == V_DNS ? SG_F_DNS : 0);
-	if (!remember(ctx->sk, w, orig, port, tgt, tgt_port, flags, proto)) {
+	if (!remember(ctx, w, orig, port, tgt, tgt_port, flags, proto)) {
 		refuse(w, SG_REFUSED_NO_STORAGE, hook, proto, orig, port);
 		return 0;
 	}
@@ -480,14 +531,26 @@ int sg_sendmsg6(struct bpf_sock_addr *ctx)
 	return handle_addr6(ctx, SG_HOOK_SENDMSG6, 0);
 }
 
-/* The origin of a redirected socket. TCP and UDP sockets carry it in socket
- * storage. An MPTCP socket does not: connect4/6 ran on its first subflow, so
- * the storage sits there; its record is found through the tuple map under the
- * local address and port, which the MPTCP socket shares with the subflow. */
+/* The origin of a redirected socket. A TCP socket's is in sg_socks under its
+ * cookie; a UDP (DNS) socket's in socket storage, where a TCP socket also
+ * keeps one when the previous program generation redirected it (during an
+ * upgrade) or when sockops marked it unrecorded. An MPTCP socket has neither:
+ * connect4/6 ran on its first subflow, so the record is the subflow's; it is
+ * found through the tuple map under the local address and port, which the
+ * MPTCP socket shares with the subflow. */
 static __always_inline struct sg_origin *origin_of(struct bpf_sock_addr *ctx, struct bpf_sock *sk)
 {
-	struct sg_origin *o = bpf_sk_storage_get(&sg_origins, sk, 0, 0);
-	if (o || ctx->protocol != SG_IPPROTO_MPTCP)
+	__u32 proto = ctx->protocol;
+	struct sg_origin *o;
+
+	if (proto != IPPROTO_UDP) {
+		__u64 cookie = bpf_get_socket_cookie(ctx);
+		o = bpf_map_lookup_elem(&sg_socks, &cookie);
+		if (o)
+			return o;
+	}
+	o = bpf_sk_storage_get(&sg_origins, sk, 0, 0);
+	if (o || proto != SG_IPPROTO_MPTCP)
 		return o;
 	struct sg_tuple_key k = {};
 	__u32 family, ip4, a0, a1, a2, a3, lport;
@@ -601,92 +664,168 @@ int sg_recvmsg6(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
-/* The tuple key of a TCP socket: its local address and port. For sockets
- * redirected to an IPv4 gateway (AF_INET, or AF_INET6 with a v4-mapped
- * destination) the v4 source is read from local_ip4, which is already set
- * when TCP_CONNECT_CB runs (the v6 view of a mapped socket is not yet). */
-static __always_inline void tuple_key(struct bpf_sock_ops *skops, const struct sg_origin *o,
-				      struct sg_tuple_key *k)
+/* The addresses of a TCP socket as sockops sees them. Every field is read
+ * unconditionally: a conditional read lets clang select between context
+ * offsets, which the verifier refuses ("dereference of modified ctx ptr"). */
+struct sops_view {
+	__u32 family;
+	__u32 lip4;
+	__u32 lip6[4];
+	__u32 rip4;
+	__u32 rip6[4];
+	__u32 lport; /* host order */
+	__u32 rport; /* network order, as a u32 */
+};
+
+static __always_inline void sops_read(struct bpf_sock_ops *skops, struct sops_view *v)
 {
-	/* Read every field unconditionally: a conditional read lets clang
-	 * select between context offsets, which the verifier refuses
-	 * ("dereference of modified ctx ptr"). */
-	__u32 ip4 = skops->local_ip4;
-	__u32 a0 = skops->local_ip6[0];
-	__u32 a1 = skops->local_ip6[1];
-	__u32 a2 = skops->local_ip6[2];
-	__u32 a3 = skops->local_ip6[3];
-	__u32 lport = skops->local_port;
+	v->family = skops->family;
+	v->lip4 = skops->local_ip4;
+	v->lip6[0] = skops->local_ip6[0];
+	v->lip6[1] = skops->local_ip6[1];
+	v->lip6[2] = skops->local_ip6[2];
+	v->lip6[3] = skops->local_ip6[3];
+	v->rip4 = skops->remote_ip4;
+	v->rip6[0] = skops->remote_ip6[0];
+	v->rip6[1] = skops->remote_ip6[1];
+	v->rip6[2] = skops->remote_ip6[2];
+	v->rip6[3] = skops->remote_ip6[3];
+	v->lport = skops->local_port;
+	v->rport = skops->remote_port;
 	barrier();
-	if (o->flags & SG_F_V4) {
-		v4mapped(k->addr, ip4);
+}
+
+/* Is the socket's IPv4 view the one the tuple map uses? AF_INET, or AF_INET6
+ * with a v4-mapped peer (the v6 peer address of a mapped socket is set before
+ * TCP_CONNECT_CB; its v6 local address is not yet, hence local_ip4). It
+ * matches SG_F_V4 of the record connect4/6 wrote. */
+static __always_inline int sops_v4(const struct sops_view *v)
+{
+	return v->family == SG_AF_INET || is_v4mapped(v->rip6);
+}
+
+/* The tuple key of a TCP socket: its local address and port. */
+static __always_inline void tuple_key(const struct sops_view *v, int v4, struct sg_tuple_key *k)
+{
+	if (v4) {
+		v4mapped(k->addr, v->lip4);
 	} else {
-		k->addr[0] = a0;
-		k->addr[1] = a1;
-		k->addr[2] = a2;
-		k->addr[3] = a3;
+		k->addr[0] = v->lip6[0];
+		k->addr[1] = v->lip6[1];
+		k->addr[2] = v->lip6[2];
+		k->addr[3] = v->lip6[3];
 	}
-	k->port = bpf_htons((__u16)lport);
+	k->port = bpf_htons((__u16)v->lport);
 	k->_pad = 0;
 }
 
+/* Does the record still describe this socket's connect, i.e. is the socket
+ * connecting to the gateway address the record sent it to? A record left by
+ * an earlier connect of the same socket that failed before TCP_CONNECT_CB
+ * (unreachable network) is not, once the socket connects elsewhere. */
+static __always_inline int sops_is_target(const struct sops_view *v, const struct sg_origin *o)
+{
+	/* remote_port is the port in network order as a u32. */
+	if ((__u16)bpf_ntohl(v->rport) != bpf_ntohs(o->target_port))
+		return 0;
+	if (o->flags & SG_F_V4)
+		return v->rip4 == o->target[3];
+	return v->rip6[0] == o->target[0] && v->rip6[1] == o->target[1] &&
+	       v->rip6[2] == o->target[2] && v->rip6[3] == o->target[3];
+}
+
+/* TCP_CONNECT_CB, before the SYN: copy the socket's record into the tuple
+ * map under its local address and port, and ask for the state callback that
+ * removes it on close. Sockets not redirected cost one cookie and one map
+ * look-up. */
+static __always_inline void sops_connect(struct bpf_sock_ops *skops)
+{
+	struct sops_view v;
+	struct sg_tuple_key k = {};
+	__u64 cookie = bpf_get_socket_cookie(skops);
+	struct sg_origin *o = bpf_map_lookup_elem(&sg_socks, &cookie);
+
+	if (!o) {
+		/* Redirected by the previous program generation (connect4
+		 * not yet upgraded): its record is in socket storage. */
+		struct bpf_sock *sk = skops->sk;
+		if (!sk)
+			return;
+		o = bpf_sk_storage_get(&sg_origins, sk, 0, 0);
+	}
+	if (!o || !(o->flags & SG_F_REDIRECTED))
+		return;
+	sops_read(skops, &v);
+	if (!sops_is_target(&v, o)) {
+		bpf_map_delete_elem(&sg_socks, &cookie);
+		return;
+	}
+	tuple_key(&v, o->flags & SG_F_V4, &k);
+	o->cookie = cookie;
+	if (bpf_map_update_elem(&sg_tuples, &k, o, BPF_ANY) != 0) {
+		struct who w = {
+			.cgroup_id = o->cgroup_id,
+			.pid = o->pid,
+			.uid = o->uid,
+		};
+		/* The egress backstop drops every packet of a socket whose
+		 * storage says SG_F_UNRECORDED. Storage is only created here,
+		 * on this failure path. */
+		struct bpf_sock *sk = skops->sk;
+		if (sk) {
+			struct sg_origin *st = bpf_sk_storage_get(&sg_origins, sk, 0,
+								  BPF_SK_STORAGE_GET_F_CREATE);
+			if (st) {
+				if (st != o)
+					*st = *o;
+				st->flags |= SG_F_UNRECORDED;
+			}
+		}
+		/* Before the SYN is sent (this callback precedes it), so
+		 * egress sees the flag on the first packet. */
+		__u32 zero = 0;
+		__u64 *n = bpf_map_lookup_elem(&sg_unrecorded, &zero);
+		if (n)
+			__sync_fetch_and_add(n, 1);
+		refuse(&w, SG_TUPLE_UPDATE_FAILED, SG_HOOK_SOCKOPS, IPPROTO_TCP, o->addr, o->port);
+	} else {
+		count(SG_TUPLE_RECORDED);
+	}
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+/* TCP_CLOSE of a redirected socket: remove its tuple and its record. The key
+ * is derived from the socket alone, so this needs no look-up of the record. */
+static __always_inline void sops_close(struct bpf_sock_ops *skops)
+{
+	struct sops_view v;
+	struct sg_tuple_key k = {};
+	__u64 cookie = bpf_get_socket_cookie(skops);
+
+	sops_read(skops, &v);
+	tuple_key(&v, sops_v4(&v), &k);
+	struct sg_origin *rec = bpf_map_lookup_elem(&sg_tuples, &k);
+	/* The cookie check keeps a late close from deleting the record of a
+	 * newer socket that reuses the same local port. */
+	if (rec && rec->cookie == cookie) {
+		bpf_map_delete_elem(&sg_tuples, &k);
+		count(SG_TUPLE_DELETED);
+	}
+	bpf_map_delete_elem(&sg_socks, &cookie);
+}
+
+/* sockops runs for every TCP op of every socket in the cgroup (8 per connect,
+ * most of them fixed by the kernel): all but the two below return at once.
+ * The state callback is only enabled on redirected sockets. */
 SEC("sockops")
 int sg_sockops(struct bpf_sock_ops *skops)
 {
-	struct sg_tuple_key k = {};
-	struct bpf_sock *sk;
-	struct sg_origin *o;
+	__u32 op = skops->op;
 
-	switch (skops->op) {
-	case BPF_SOCK_OPS_TCP_CONNECT_CB:
-		sk = skops->sk;
-		if (!sk)
-			return 1;
-		o = bpf_sk_storage_get(&sg_origins, sk, 0, 0);
-		if (!o || !(o->flags & SG_F_REDIRECTED))
-			return 1;
-		tuple_key(skops, o, &k);
-		o->cookie = bpf_get_socket_cookie(skops);
-		if (bpf_map_update_elem(&sg_tuples, &k, o, BPF_ANY) != 0) {
-			struct who w = {
-				.cgroup_id = o->cgroup_id,
-				.pid = o->pid,
-				.uid = o->uid,
-			};
-			o->flags |= SG_F_UNRECORDED;
-			/* Before the SYN is sent (this callback precedes it), so
-			 * egress sees the flag on the first packet. */
-			__u32 zero = 0;
-			__u64 *n = bpf_map_lookup_elem(&sg_unrecorded, &zero);
-			if (n)
-				__sync_fetch_and_add(n, 1);
-			refuse(&w, SG_TUPLE_UPDATE_FAILED, SG_HOOK_SOCKOPS, IPPROTO_TCP, o->addr,
-			       o->port);
-		} else {
-			count(SG_TUPLE_RECORDED);
-		}
-		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
-						 BPF_SOCK_OPS_STATE_CB_FLAG);
-		return 1;
-	case BPF_SOCK_OPS_STATE_CB:
-		if (skops->args[1] != SG_TCP_CLOSE)
-			return 1;
-		sk = skops->sk;
-		if (!sk)
-			return 1;
-		o = bpf_sk_storage_get(&sg_origins, sk, 0, 0);
-		if (!o || !(o->flags & SG_F_REDIRECTED))
-			return 1;
-		tuple_key(skops, o, &k);
-		struct sg_origin *rec = bpf_map_lookup_elem(&sg_tuples, &k);
-		/* The cookie check keeps a late close from deleting the record
-		 * of a newer socket that reuses the same local port. */
-		if (rec && rec->cookie == o->cookie) {
-			bpf_map_delete_elem(&sg_tuples, &k);
-			count(SG_TUPLE_DELETED);
-		}
-		return 1;
-	}
+	if (op == BPF_SOCK_OPS_TCP_CONNECT_CB)
+		sops_connect(skops);
+	else if (op == BPF_SOCK_OPS_STATE_CB && skops->args[1] == SG_TCP_CLOSE)
+		sops_close(skops);
 	return 1;
 }
 

@@ -101,6 +101,21 @@ struct sg_netns_target {
 	__u16 dns_port;   /* network order; 0 = DNS refused in this namespace */
 };
 
+/* An address of a Snowflake name, as the DNS listener saw it in an answer:
+ * the key of sg_snowflake_addrs. Network order, v4 as ::ffff:x. */
+struct sg_addr {
+	__u32 addr[4];
+};
+
+/* Until when an address counts as a Snowflake address: the answer's TTL plus
+ * a grace period, on CLOCK_BOOTTIME (what bpf_ktime_get_boot_ns reads), which
+ * keeps counting across a daemon restart, so the pinned entries stay valid. */
+struct sg_learned {
+	__u64 expires_ns; /* CLOCK_BOOTTIME */
+	__u32 ttl;        /* the answer's TTL, seconds */
+	__u32 _pad;
+};
+
 #define SG_MAX_PORTS 8
 
 #endif /* SNOWGATE_H */

@@ -12,6 +12,13 @@
 #   COUNT=7 BENCHTIME=1s ./scripts/bench-redirect.sh
 # Prints the raw benchmark lines, then medians over COUNT runs and ratios, then
 # the cost of the gateway's per-connection Lookup.
+#
+# A/B against an earlier version of the programs, on a shared machine whose
+# load drifts between whole runs:
+#   REF=HEAD COUNT=5 ./scripts/bench-redirect.sh
+# builds the package's test binary from the git ref (git archive, nothing in
+# the checkout changes) and from the working tree, alternates their paired and
+# progstats runs COUNT times, and prints the medians of each side.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +30,63 @@ count=${COUNT:-7}
 benchtime=${BENCHTIME:-1s}
 raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT
+
+if [ -n "${REF:-}" ]; then
+	tmp=$(mktemp -d)
+	trap 'rm -f "$raw"; rm -rf "$tmp"' EXIT
+	mkdir "$tmp/ref"
+	git archive "$REF" | tar -x -C "$tmp/ref"
+	(cd "$tmp/ref" && go test -c -o "$tmp/ref.test" ./internal/redirect)
+	go test -c -o "$tmp/new.test" ./internal/redirect
+	echo "# A/B: $REF (ref) against the working tree (new), alternated $count times"
+	echo "# <binary> -test.run '^\$' -test.bench 'BenchmarkConnect/(ebpf-progstats|paired)\$' -test.benchtime $benchtime"
+	echo "# $(uname -sr), $(nproc) CPUs, load: $(cut -d' ' -f1-3 /proc/loadavg)"
+	for _ in $(seq "$count"); do
+		for side in ref new; do
+			(cd internal/redirect && "$tmp/$side.test" -test.run '^$' -test.bench 'BenchmarkConnect/(ebpf-progstats|paired)$' -test.benchtime "$benchtime") |
+				grep -E '^Benchmark' | sed "s/^/$side /" | tee -a "$raw"
+		done
+	done
+	echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+	awk '
+function median(key,   n, i, j, t, a) {
+	n = cnt[key]
+	for (i = 1; i <= n; i++) a[i] = val[key, i]
+	for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+	if (n % 2) return a[(n + 1) / 2]
+	return (a[n / 2] + a[n / 2 + 1]) / 2
+}
+function lo(key,   i, m) { m = val[key, 1]; for (i = 2; i <= cnt[key]; i++) if (val[key, i] < m) m = val[key, i]; return m }
+function hi(key,   i, m) { m = val[key, 1]; for (i = 2; i <= cnt[key]; i++) if (val[key, i] > m) m = val[key, i]; return m }
+function add(side, metric, v,   key) {
+	key = side " " metric
+	cnt[key]++; val[key, cnt[key]] = v
+	if (!(metric in seen)) { seen[metric] = 1; order[++nkeys] = metric }
+}
+{
+	side = $1
+	delete m
+	for (i = 4; i < NF; i += 2) m[$(i + 1)] = $i
+	if ("none-ns/connect" in m) {
+		add(side, "kernel side ns/connect (ebpf-no-lookup - none)", m["ebpf-no-lookup-ns/connect"] - m["none-ns/connect"])
+		add(side, "with Lookup ns/connect (ebpf - none)", m["ebpf-ns/connect"] - m["none-ns/connect"])
+		add(side, "ebpf-no-lookup/none", m["ebpf-no-lookup/none"])
+		add(side, "ebpf/nftables", m["ebpf/nftables"])
+	}
+	for (k in m) if (k ~ /-ns\/run$/ || k ~ /-runs\/op$/) add(side, k, m[k])
+}
+END {
+	for (i = 2; i <= nkeys; i++) { t = order[i]; for (j = i - 1; j >= 1 && order[j] > t; j--) order[j + 1] = order[j]; order[j + 1] = t }
+	print ""
+	print "## A/B medians over " count " alternations [min - max]"
+	printf "%-48s %24s %24s\n", "", "ref", "new"
+	for (k = 1; k <= nkeys; k++) {
+		r = "ref " order[k]; n = "new " order[k]
+		printf "%-48s %9.2f [%6.2f-%6.2f] %9.2f [%6.2f-%6.2f]\n", order[k], median(r), lo(r), hi(r), median(n), lo(n), hi(n)
+	}
+}' count="$count" "$raw"
+	exit 0
+fi
 
 echo "# go test ./internal/redirect -run '^\$' -bench '^BenchmarkConnect\$' -benchtime $benchtime -count $count"
 echo "# $(uname -sr), $(nproc) CPUs, load: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1,8 +1,9 @@
 // Package dnsproxy is the DNS forwarder the agents' redirected queries reach.
 // It forwards every query unchanged to the host's resolvers and relays the
 // answer unchanged, with one addition: before it releases an answer that
-// holds addresses of a Snowflake name, it hands them to a Learn hook (the
-// gateway records them in a BPF map, for fronting detection and metrics).
+// holds addresses of a Snowflake name, it hands them to a Learn hook
+// (`snowgate run` records them in the pinned BPF map of
+// redirect.SnowflakeAddrs, which the gateway's domain-fronting check reads).
 // When the hook fails, the client gets SERVFAIL: an answer is never released
 // unlearned. Configured static answers stand in for names that do not
 // resolve (the demo's demo.snowflakecomputing.com).

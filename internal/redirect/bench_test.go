@@ -131,8 +131,8 @@ func BenchmarkConnect(b *testing.B) {
 	}
 	run("none", main, plain, main.proxy, origNone, false)
 	run("ebpf", main, cb.agents, snowflake, origLookup, false)
-	// The redirect's kernel side alone: rewrite, SK_STORAGE, tuple map,
-	// but no Lookup by the gateway.
+	// The redirect's kernel side alone: rewrite, the sg_socks record, the
+	// tuple map, but no Lookup by the gateway.
 	run("ebpf-no-lookup", main, cb.agents, snowflake, origNone, false)
 	// The programs run but have nothing to rewrite (a port not
 	// intercepted): the price every other connect of an agent pays.

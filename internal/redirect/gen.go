@@ -8,4 +8,4 @@ package redirect
 // -target bpfel serves every little-endian architecture (amd64, arm64, ...).
 // The include directory holds arch-neutral asm/ shims so the object does not
 // depend on the build host's multiarch headers.
-//go:generate go tool bpf2go -target bpfel -type sg_event -type sg_origin -type sg_tuple_key -type sg_netns_target -type sg_reason -type sg_hook snowgate ../../bpf/snowgate.c -- -O2 -g -Wall -Werror -I../../bpf/include
+//go:generate go tool bpf2go -target bpfel -type sg_event -type sg_origin -type sg_tuple_key -type sg_netns_target -type sg_reason -type sg_hook -type sg_addr -type sg_learned snowgate ../../bpf/snowgate.c -- -O2 -g -Wall -Werror -I../../bpf/include

@@ -8,6 +8,7 @@ package redirect
 import (
 	"bufio"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -25,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -408,6 +410,15 @@ func sockaddrString(sa unix.Sockaddr) string {
 //	sendto udp4|udp6|udplite4 ADDR:PORT
 //	dns ADDR:PORT                          (UDP query, waits for the reply)
 //	raw                                    (socket(AF_INET, SOCK_RAW, ICMP))
+//	resolve udp|tcp ADDR:PORT NAME         (a real DNS A query; Data is
+//	                                        "RCODE addr,addr,...")
+//	tls ADDR:PORT SNI                      (a TLS handshake with that server
+//	                                        name, the server not verified)
+//	reconnect tcp4 FIRST SECOND            (one socket: connect to FIRST,
+//	                                        which must fail, then to SECOND;
+//	                                        Data is "first: ERRNO"; the
+//	                                        socket stays open)
+//	peer                                   (getpeername of the open socket)
 //	close
 func (c *clientState) run(args []string) clientReply {
 	if len(args) == 0 {
@@ -419,6 +430,12 @@ func (c *clientState) run(args []string) clientReply {
 	case "close":
 		c.closeCurrent()
 		return clientReply{}
+	case "peer":
+		pa, err := unix.Getpeername(c.fd)
+		if err != nil {
+			return errReply(err)
+		}
+		return clientReply{Peer: sockaddrString(pa)}
 	case "raw":
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_ICMP)
 		if err != nil {
@@ -426,6 +443,12 @@ func (c *clientState) run(args []string) clientReply {
 		}
 		unix.Close(fd)
 		return clientReply{}
+	case "resolve":
+		return resolve(args[1:])
+	case "tls":
+		return tlsHandshake(args[1:])
+	case "reconnect":
+		return c.reconnect(args[1:])
 	case "connect", "tfo", "sendto", "dns":
 	default:
 		return clientReply{Err: "unknown command " + args[0]}
@@ -513,6 +536,89 @@ func (c *clientState) run(args []string) clientReply {
 		}
 		return clientReply{Peer: sockaddrString(from), Data: string(buf[:n])}
 	}
+}
+
+// reconnect connects one TCP socket twice: to args[1], which must fail, and
+// then to args[2]. Linux lets a socket connect again after a failed connect.
+func (c *clientState) reconnect(args []string) clientReply {
+	if len(args) != 3 || args[0] != "tcp4" {
+		return clientReply{Err: "usage: reconnect tcp4 FIRST SECOND"}
+	}
+	first, err := netip.ParseAddrPort(args[1])
+	if err != nil {
+		return clientReply{Err: err.Error()}
+	}
+	second, err := netip.ParseAddrPort(args[2])
+	if err != nil {
+		return clientReply{Err: err.Error()}
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return errReply(err)
+	}
+	tv := unix.Timeval{Sec: 10}
+	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
+	err = connectRetry(fd, sockaddrOf(first, unix.AF_INET), 10*time.Second)
+	if err == nil {
+		unix.Close(fd)
+		return clientReply{Err: "the first connect succeeded"}
+	}
+	firstErrno := errReply(err).Errno
+	if err := connectRetry(fd, sockaddrOf(second, unix.AF_INET), 10*time.Second); err != nil {
+		unix.Close(fd)
+		r := errReply(err)
+		r.Data = "first: " + firstErrno
+		return r
+	}
+	r := clientReply{Data: "first: " + firstErrno}
+	if la, err := unix.Getsockname(fd); err == nil {
+		r.Local = sockaddrString(la)
+	}
+	if pa, err := unix.Getpeername(fd); err == nil {
+		r.Peer = sockaddrString(pa)
+	}
+	c.closeCurrent()
+	c.fd = fd
+	return r
+}
+
+// resolve sends one DNS A query for NAME to ADDR:PORT over udp or tcp (a
+// connected socket, as Go's and glibc's resolvers use) and reports the rcode
+// and the A records of the answer.
+func resolve(args []string) clientReply {
+	if len(args) != 3 || (args[0] != "udp" && args[0] != "tcp") {
+		return clientReply{Err: "usage: resolve udp|tcp ADDR:PORT NAME"}
+	}
+	q := new(dns.Msg)
+	q.SetQuestion(dns.Fqdn(args[2]), dns.TypeA)
+	c := &dns.Client{Net: args[0], Timeout: 20 * time.Second}
+	resp, _, err := c.Exchange(q, args[1])
+	if err != nil {
+		return errReply(err)
+	}
+	var addrs []string
+	for _, rr := range resp.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			addrs = append(addrs, a.A.String())
+		}
+	}
+	return clientReply{Data: dns.RcodeToString[resp.Rcode] + " " + strings.Join(addrs, ",")}
+}
+
+// tlsHandshake connects to ADDR:PORT and runs a TLS handshake with server
+// name SNI; the server's certificate is not checked (the refusals under test
+// happen before the gateway answers the ClientHello).
+func tlsHandshake(args []string) clientReply {
+	if len(args) != 2 {
+		return clientReply{Err: "usage: tls ADDR:PORT SNI"}
+	}
+	d := &net.Dialer{Timeout: 20 * time.Second}
+	c, err := tls.DialWithDialer(d, "tcp", args[0], &tls.Config{ServerName: args[1], InsecureSkipVerify: true}) //nolint:gosec // the test only needs the ClientHello sent
+	if err != nil {
+		return errReply(err)
+	}
+	defer c.Close()
+	return clientReply{Peer: c.RemoteAddr().String()}
 }
 
 // connectRetry is a blocking connect that survives EINTR: the connect goes on

@@ -147,11 +147,13 @@ var hooks = []hook{
 // with readers (Open). They are pinned under their own names.
 var pinnedMaps = []string{
 	snowgateMapSgOrigins,
+	snowgateMapSgSocks,
 	snowgateMapSgTuples,
 	snowgateMapSgCounters,
 	snowgateMapSgEvents,
 	snowgateMapSgNetns,
 	snowgateMapSgUnrecorded,
+	snowgateMapSgSnowflakeAddrs,
 }
 
 func linkPin(pinDir, name string) string { return filepath.Join(pinDir, "link_"+name) }
@@ -311,6 +313,21 @@ func newSpec(cfg Config, netnsCookie uint64) (*ebpf.CollectionSpec, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := setConstants(spec, cfg, netnsCookie); err != nil {
+		return nil, err
+	}
+	for _, name := range pinnedMaps {
+		m, ok := spec.Maps[name]
+		if !ok {
+			return nil, fmt.Errorf("map %s missing from the eBPF object", name)
+		}
+		m.Pinning = ebpf.PinByName
+	}
+	return spec, nil
+}
+
+// setConstants sets the load-time constants of the programs from cfg.
+func setConstants(spec *ebpf.CollectionSpec, cfg Config, netnsCookie uint64) error {
 	var ports [MaxPorts]uint16
 	copy(ports[:], cfg.Ports)
 	consts := []struct {
@@ -336,20 +353,13 @@ func newSpec(cfg Config, netnsCookie uint64) (*ebpf.CollectionSpec, error) {
 	for _, c := range consts {
 		v, ok := spec.Variables[c.name]
 		if !ok {
-			return nil, fmt.Errorf("constant %s missing from the eBPF object", c.name)
+			return fmt.Errorf("constant %s missing from the eBPF object", c.name)
 		}
 		if err := v.Set(c.value); err != nil {
-			return nil, fmt.Errorf("set constant %s: %w", c.name, err)
+			return fmt.Errorf("set constant %s: %w", c.name, err)
 		}
 	}
-	for _, name := range pinnedMaps {
-		m, ok := spec.Maps[name]
-		if !ok {
-			return nil, fmt.Errorf("map %s missing from the eBPF object", name)
-		}
-		m.Pinning = ebpf.PinByName
-	}
-	return spec, nil
+	return nil
 }
 
 // Install must run in the host network namespace: the namespace it runs in is
@@ -417,6 +427,12 @@ func Install(cfg Config) (*Redirect, error) {
 		netns:    objs.SgNetns,
 		origins:  objs.SgOrigins,
 	}
+	// The maps only the programs use stay pinned; our FDs can go.
+	defer func() {
+		for _, m := range []*ebpf.Map{objs.SgSocks, objs.SgUnrecorded, objs.SgSnowflakeAddrs} {
+			m.Close()
+		}
+	}()
 	var attached []link.Link // attached (not updated) by this call, for roll-back
 	fail := func(err error) (*Redirect, error) {
 		for _, l := range slices.Backward(attached) {

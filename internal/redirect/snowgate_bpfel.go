@@ -13,6 +13,11 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type snowgateSgAddr struct {
+	_    structs.HostLayout
+	Addr [4]uint32
+}
+
 type snowgateSgEvent struct {
 	_        structs.HostLayout
 	CgroupId uint64
@@ -37,6 +42,13 @@ const (
 	snowgateSgHookSG_HOOK_EGRESS      snowgateSgHook = 6
 	snowgateSgHookSG_HOOK_SOCKOPS     snowgateSgHook = 7
 )
+
+type snowgateSgLearned struct {
+	_         structs.HostLayout
+	ExpiresNs uint64
+	Ttl       uint32
+	Pad       uint32
+}
 
 type snowgateSgNetnsTarget struct {
 	_         structs.HostLayout
@@ -93,41 +105,43 @@ type snowgateSgTupleKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	snowgateMapSgCounters      = "sg_counters"
-	snowgateMapSgEvents        = "sg_events"
-	snowgateMapSgNetns         = "sg_netns"
-	snowgateMapSgOrigins       = "sg_origins"
-	snowgateMapSgTuples        = "sg_tuples"
-	snowgateMapSgUnrecorded    = "sg_unrecorded"
-	snowgateProgSgConnect4     = "sg_connect4"
-	snowgateProgSgConnect6     = "sg_connect6"
-	snowgateProgSgEgress       = "sg_egress"
-	snowgateProgSgGetpeername4 = "sg_getpeername4"
-	snowgateProgSgGetpeername6 = "sg_getpeername6"
-	snowgateProgSgRecvmsg4     = "sg_recvmsg4"
-	snowgateProgSgRecvmsg6     = "sg_recvmsg6"
-	snowgateProgSgSendmsg4     = "sg_sendmsg4"
-	snowgateProgSgSendmsg6     = "sg_sendmsg6"
-	snowgateProgSgSockCreate   = "sg_sock_create"
-	snowgateProgSgSockops      = "sg_sockops"
-	snowgateVarDns4Ip          = "dns4_ip"
-	snowgateVarDns4Port        = "dns4_port"
-	snowgateVarDns6Ip          = "dns6_ip"
-	snowgateVarDns6Port        = "dns6_port"
-	snowgateVarGatewayCgroupId = "gateway_cgroup_id"
-	snowgateVarHostDns4Ip      = "host_dns4_ip"
-	snowgateVarHostDns4Port    = "host_dns4_port"
-	snowgateVarHostNetnsCookie = "host_netns_cookie"
-	snowgateVarHostProxy4Ip    = "host_proxy4_ip"
-	snowgateVarHostProxy4Port  = "host_proxy4_port"
-	snowgateVarInterceptPorts  = "intercept_ports"
-	snowgateVarProxy4Ip        = "proxy4_ip"
-	snowgateVarProxy4Port      = "proxy4_port"
-	snowgateVarProxy6Ip        = "proxy6_ip"
-	snowgateVarProxy6Port      = "proxy6_port"
-	snowgateVarUnusedSgEvent   = "unused_sg_event"
-	snowgateVarUnusedSgHook    = "unused_sg_hook"
-	snowgateVarUnusedSgReason  = "unused_sg_reason"
+	snowgateMapSgCounters       = "sg_counters"
+	snowgateMapSgEvents         = "sg_events"
+	snowgateMapSgNetns          = "sg_netns"
+	snowgateMapSgOrigins        = "sg_origins"
+	snowgateMapSgSnowflakeAddrs = "sg_snowflake_addrs"
+	snowgateMapSgSocks          = "sg_socks"
+	snowgateMapSgTuples         = "sg_tuples"
+	snowgateMapSgUnrecorded     = "sg_unrecorded"
+	snowgateProgSgConnect4      = "sg_connect4"
+	snowgateProgSgConnect6      = "sg_connect6"
+	snowgateProgSgEgress        = "sg_egress"
+	snowgateProgSgGetpeername4  = "sg_getpeername4"
+	snowgateProgSgGetpeername6  = "sg_getpeername6"
+	snowgateProgSgRecvmsg4      = "sg_recvmsg4"
+	snowgateProgSgRecvmsg6      = "sg_recvmsg6"
+	snowgateProgSgSendmsg4      = "sg_sendmsg4"
+	snowgateProgSgSendmsg6      = "sg_sendmsg6"
+	snowgateProgSgSockCreate    = "sg_sock_create"
+	snowgateProgSgSockops       = "sg_sockops"
+	snowgateVarDns4Ip           = "dns4_ip"
+	snowgateVarDns4Port         = "dns4_port"
+	snowgateVarDns6Ip           = "dns6_ip"
+	snowgateVarDns6Port         = "dns6_port"
+	snowgateVarGatewayCgroupId  = "gateway_cgroup_id"
+	snowgateVarHostDns4Ip       = "host_dns4_ip"
+	snowgateVarHostDns4Port     = "host_dns4_port"
+	snowgateVarHostNetnsCookie  = "host_netns_cookie"
+	snowgateVarHostProxy4Ip     = "host_proxy4_ip"
+	snowgateVarHostProxy4Port   = "host_proxy4_port"
+	snowgateVarInterceptPorts   = "intercept_ports"
+	snowgateVarProxy4Ip         = "proxy4_ip"
+	snowgateVarProxy4Port       = "proxy4_port"
+	snowgateVarProxy6Ip         = "proxy6_ip"
+	snowgateVarProxy6Port       = "proxy6_port"
+	snowgateVarUnusedSgEvent    = "unused_sg_event"
+	snowgateVarUnusedSgHook     = "unused_sg_hook"
+	snowgateVarUnusedSgReason   = "unused_sg_reason"
 )
 
 // loadSnowgate returns the embedded CollectionSpec for snowgate.
@@ -189,12 +203,14 @@ type snowgateProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type snowgateMapSpecs struct {
-	SgCounters   *ebpf.MapSpec `ebpf:"sg_counters"`
-	SgEvents     *ebpf.MapSpec `ebpf:"sg_events"`
-	SgNetns      *ebpf.MapSpec `ebpf:"sg_netns"`
-	SgOrigins    *ebpf.MapSpec `ebpf:"sg_origins"`
-	SgTuples     *ebpf.MapSpec `ebpf:"sg_tuples"`
-	SgUnrecorded *ebpf.MapSpec `ebpf:"sg_unrecorded"`
+	SgCounters       *ebpf.MapSpec `ebpf:"sg_counters"`
+	SgEvents         *ebpf.MapSpec `ebpf:"sg_events"`
+	SgNetns          *ebpf.MapSpec `ebpf:"sg_netns"`
+	SgOrigins        *ebpf.MapSpec `ebpf:"sg_origins"`
+	SgSnowflakeAddrs *ebpf.MapSpec `ebpf:"sg_snowflake_addrs"`
+	SgSocks          *ebpf.MapSpec `ebpf:"sg_socks"`
+	SgTuples         *ebpf.MapSpec `ebpf:"sg_tuples"`
+	SgUnrecorded     *ebpf.MapSpec `ebpf:"sg_unrecorded"`
 }
 
 // snowgateVariableSpecs contains global variables before they are loaded into the kernel.
@@ -241,12 +257,14 @@ func (o *snowgateObjects) Close() error {
 //
 // It can be passed to loadSnowgateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type snowgateMaps struct {
-	SgCounters   *ebpf.Map `ebpf:"sg_counters"`
-	SgEvents     *ebpf.Map `ebpf:"sg_events"`
-	SgNetns      *ebpf.Map `ebpf:"sg_netns"`
-	SgOrigins    *ebpf.Map `ebpf:"sg_origins"`
-	SgTuples     *ebpf.Map `ebpf:"sg_tuples"`
-	SgUnrecorded *ebpf.Map `ebpf:"sg_unrecorded"`
+	SgCounters       *ebpf.Map `ebpf:"sg_counters"`
+	SgEvents         *ebpf.Map `ebpf:"sg_events"`
+	SgNetns          *ebpf.Map `ebpf:"sg_netns"`
+	SgOrigins        *ebpf.Map `ebpf:"sg_origins"`
+	SgSnowflakeAddrs *ebpf.Map `ebpf:"sg_snowflake_addrs"`
+	SgSocks          *ebpf.Map `ebpf:"sg_socks"`
+	SgTuples         *ebpf.Map `ebpf:"sg_tuples"`
+	SgUnrecorded     *ebpf.Map `ebpf:"sg_unrecorded"`
 }
 
 func (m *snowgateMaps) Close() error {
@@ -255,6 +273,8 @@ func (m *snowgateMaps) Close() error {
 		m.SgEvents,
 		m.SgNetns,
 		m.SgOrigins,
+		m.SgSnowflakeAddrs,
+		m.SgSocks,
 		m.SgTuples,
 		m.SgUnrecorded,
 	)

@@ -37,10 +37,11 @@ const unrecordedPayload = "select secret from vault"
 // reached by filling it. Two ways in are therefore tested:
 //
 //   - injected: the real Install; the client connects through the redirect,
-//     then the test sets SG_F_UNRECORDED in the socket's storage from
-//     userspace (the socket taken from the client with pidfd_getfd) and the
-//     socket writes and shuts down. The egress backstop only looks at socket
-//     storage once sg_unrecorded is non-zero, so with it at 0 the data still
+//     then the test gives the socket storage with SG_F_UNRECORDED from
+//     userspace, as sockops does on failure (the socket taken from the client
+//     with pidfd_getfd), and the socket writes and shuts down. The egress
+//     backstop only looks at socket storage once sg_unrecorded is non-zero,
+//     so with it at 0 the data still
 //     arrives (the gate works as documented) and with it at 1 nothing does.
 //   - full tuple map: the same programs loaded with sg_tuples replaced by a
 //     one-entry plain hash that is already full, so the sockops update
@@ -106,7 +107,7 @@ func testUnrecordedInjected(t *testing.T, f *redirectFixture, network, dst strin
 		unix.Close(fd)
 		f.client.do(t, "close")
 	}()
-	markUnrecorded(t, r.origins, fd)
+	markUnrecorded(t, r, fd)
 
 	before := counters(t, r)
 	// The write only queues the data: a dropped transmission is retried by
@@ -369,23 +370,37 @@ func clientSocket(t *testing.T, pid int, local string) int {
 	return -1
 }
 
-// markUnrecorded sets SG_F_UNRECORDED in the socket storage of fd, as sockops
-// does when the tuple update fails.
-func markUnrecorded(t *testing.T, origins *ebpf.Map, fd int) {
+// markUnrecorded does what sockops does when the tuple update fails: it
+// gives the socket fd socket storage holding its record (from sg_socks, under
+// the socket's cookie) with SG_F_UNRECORDED set.
+func markUnrecorded(t *testing.T, r *Redirect, fd int) {
 	t.Helper()
-	var o snowgateSgOrigin
-	if err := origins.Lookup(int32(fd), &o); err != nil {
-		t.Fatalf("socket storage of the client's socket: %v", err)
+	socks, err := ebpf.LoadPinnedMap(filepath.Join(r.pinDir, snowgateMapSgSocks), nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if o.Flags&flagRedirected == 0 || o.Flags&flagUnrecorded != 0 {
-		t.Fatalf("socket storage flags %#x: want redirected and not unrecorded", o.Flags)
+	defer socks.Close()
+	cookie, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE)
+	if err != nil {
+		t.Fatalf("SO_COOKIE: %v", err)
+	}
+	var o snowgateSgOrigin
+	if err := socks.Lookup(cookie, &o); err != nil {
+		t.Fatalf("record of the client's socket (cookie %d) in sg_socks: %v", cookie, err)
+	}
+	if o.Flags&flagRedirected == 0 || o.Flags&flagUnrecorded != 0 || o.Cookie != cookie {
+		t.Fatalf("record flags %#x, cookie %d: want redirected, not unrecorded, cookie %d", o.Flags, o.Cookie, cookie)
+	}
+	var none snowgateSgOrigin
+	if err := r.origins.Lookup(int32(fd), &none); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Fatalf("socket storage of a recorded TCP socket: %+v, %v; want none (it is only created when the tuple update fails)", none, err)
 	}
 	o.Flags |= flagUnrecorded
-	if err := origins.Update(int32(fd), &o, ebpf.UpdateExist); err != nil {
+	if err := r.origins.Update(int32(fd), &o, ebpf.UpdateNoExist); err != nil {
 		t.Fatalf("mark the client's socket unrecorded: %v", err)
 	}
 	var check snowgateSgOrigin
-	if err := origins.Lookup(int32(fd), &check); err != nil {
+	if err := r.origins.Lookup(int32(fd), &check); err != nil {
 		t.Fatal(err)
 	}
 	if check.Flags&flagUnrecorded == 0 {

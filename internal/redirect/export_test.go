@@ -1,0 +1,46 @@
+package redirect
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+)
+
+// AgentEnv gives the external tests (package redirect_test, which may import
+// the gateway) an installed redirect with a client process in the agents'
+// cgroup and a private network namespace, and a listener of theirs as the
+// redirect's proxy address in that namespace.
+type AgentEnv struct {
+	// Redirect is the installed redirect.
+	Redirect *Redirect
+	// PinDir is its pin directory.
+	PinDir string
+	f      *redirectFixture
+}
+
+// NewAgentEnv installs the redirect with ln, opened by listen inside the
+// client's namespace, as the proxy.
+func NewAgentEnv(t *testing.T, listen func() (net.Listener, error)) (*AgentEnv, net.Listener) {
+	t.Helper()
+	f := newRedirectFixture(t)
+	var ln net.Listener
+	if err := inNetns(t, f.client.Netns, func() error {
+		var err error
+		ln, err = listen()
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	f.cfg.Proxy = netip.MustParseAddrPort(ln.Addr().String())
+	r := f.install(t)
+	t.Cleanup(func() { r.Close() })
+	return &AgentEnv{Redirect: r, PinDir: f.pinDir, f: f}, ln
+}
+
+// TLS has the client run a TLS handshake with server name sni to addr and
+// returns its error text ("" on success).
+func (e *AgentEnv) TLS(t *testing.T, addr, sni string) string {
+	t.Helper()
+	return e.f.client.do(t, "tls "+addr+" "+sni).Err
+}
