@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/snowgate/snowgate/internal/emulator"
 	"github.com/snowgate/snowgate/internal/emulator/emulatortest"
+	"github.com/snowgate/snowgate/internal/identity/oidctest"
 	"github.com/snowgate/snowgate/internal/redirect"
 	"github.com/snowgate/snowgate/internal/testenv"
 )
@@ -116,10 +118,16 @@ func TestRunDaemon(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	// The gateway's own credential: the only one the emulator knows.
 	pwFile := filepath.Join(dir, "password")
-	if err := os.WriteFile(pwFile, []byte("not-used-here\n"), 0o600); err != nil {
+	if err := os.WriteFile(pwFile, []byte("pw-run-test-1234\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// The agent's CI token, from a local issuer whose keys the daemon reads
+	// from a file (it runs in its own network namespace).
+	issuer := oidctest.Start(t)
+	jwksFile := issuer.WriteJWKSFile(t)
+	token := issuer.Sign(t, oidctest.GitHub("snowgate", "acme", "1001", "app", "456789"))
 	exchangeLog := filepath.Join(dir, "log", "exchanges.jsonl")
 	const admin = "127.0.0.1:9464" // inside the private namespace
 	cfg := fmt.Sprintf(`intercept:
@@ -139,19 +147,20 @@ accounts:
     credential: {type: password, user: SVC, password_file: %s}
 identity:
   issuers:
-    - issuer: http://127.0.0.1:8080
+    - issuer: %s
       audiences: [snowgate]
+      keys: {source: jwks_file, file: %s}
 rules:
   - name: r
-    match: {issuer: "http://127.0.0.1:8080"}
+    match: {issuer: "%s", claims: {repository: acme/app}}
     account: acme
-    snowflake: {role: R}
+    snowflake: {user: alice, role: R}
 recording:
   dir: %s
   exchange_log: %s
 admin:
   listen: %s
-`, cg.Path, certFile, keyFile, inst.URL, inst.CAFile, pwFile, filepath.Join(dir, "recordings"), exchangeLog, admin)
+`, cg.Path, certFile, keyFile, inst.URL, inst.CAFile, pwFile, issuer.URL, jwksFile, issuer.URL, filepath.Join(dir, "recordings"), exchangeLog, admin)
 	cfgFile := filepath.Join(dir, "snowgate.yaml")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -223,7 +232,10 @@ admin:
 		os.Args[0], "-test.run=^TestRunClientProcess$", "-test.count=1")
 	home := t.TempDir()
 	agent.Env = append(os.Environ(),
-		runClientEnv+"=alice:pw-run-test-1234@acme.snowflakecomputing.com:443/?account=acme&loginTimeout=120",
+		runClientEnv+"=acme.snowflakecomputing.com:443/?"+url.Values{
+			"account": {"acme"}, "authenticator": {"WORKLOAD_IDENTITY"}, "workloadIdentityProvider": {"OIDC"},
+			"token": {token}, "loginTimeout": {"120"},
+		}.Encode(),
 		"SSL_CERT_FILE="+certFile,
 		"SSL_CERT_DIR="+home,
 		"HOME="+home,

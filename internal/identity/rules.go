@@ -28,6 +28,12 @@ type RuleConfig struct {
 	Account string `yaml:"account"`
 	// Grant is the Snowflake session the rule grants.
 	Grant Grant `yaml:"snowflake"`
+	// ObserveOnly keeps the client's own login: the token is verified and
+	// the rule matched (so the session is attributed and recorded), but
+	// the login goes to Snowflake as the driver sent it, without the
+	// gateway's credential or the grant. Snowflake then authenticates the
+	// client's token itself (its own workload identity federation).
+	ObserveOnly bool `yaml:"observe_only"`
 }
 
 // Grant is what a matched rule grants: the session is opened as User with
