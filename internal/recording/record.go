@@ -140,6 +140,9 @@ type Record struct {
 	// Body is the request or response body (JSON), redacted.
 	Body json.RawMessage `json:"body,omitempty"`
 
+	// ChunkIndex is a chunk record's position in its result (0-based).
+	ChunkIndex *int `json:"chunk_index,omitempty"`
+
 	Statement *Statement `json:"statement,omitempty"`
 	Result    *Result    `json:"result,omitempty"`
 	Error     *Error     `json:"error,omitempty"`

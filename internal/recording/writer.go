@@ -162,7 +162,7 @@ func NewWriter(dir string, meta Meta, opts Options) (*Writer, error) {
 	if opts.Redactor == nil {
 		opts.Redactor = RedactRecord
 	}
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault))
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedFastest))
 	if err != nil {
 		return nil, fmt.Errorf("new recording %s: zstd: %w", meta.SessionID, err)
 	}

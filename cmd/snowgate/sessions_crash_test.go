@@ -1,0 +1,460 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"database/sql"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/snowgate/snowgate/internal/emulator"
+	"github.com/snowgate/snowgate/internal/emulator/emulatortest"
+	"github.com/snowgate/snowgate/internal/identity/oidctest"
+	"github.com/snowgate/snowgate/internal/recording"
+	"github.com/snowgate/snowgate/internal/redirect"
+	"github.com/snowgate/snowgate/internal/testenv"
+)
+
+const crashAgentEnv = "SNOWGATE_CRASH_TEST_AGENT"
+
+// TestSessionsCrashAgentProcess is not a test: it is the agent of
+// TestSessionsCrash. It opens several sessions (one database handle each,
+// logged in with the workload token in its environment) and runs distinct
+// statements on all of them concurrently, printing "got <value>" for every
+// result it received, until its stdin closes. Failures (the gateway was
+// killed) are retried quietly. It skips otherwise.
+func TestSessionsCrashAgentProcess(t *testing.T) {
+	dsn := os.Getenv(crashAgentEnv)
+	if dsn == "" {
+		t.Skip("helper process for TestSessionsCrash")
+	}
+	var mu sync.Mutex
+	out := bufio.NewWriter(os.Stdout)
+	stop := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		close(stop)
+		// Exit at once: a driver retrying against a killed gateway may
+		// take minutes to give up.
+		mu.Lock()
+		out.Flush()
+		os.Exit(0)
+	}()
+	var wg sync.WaitGroup
+	for g := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			db, err := sql.Open("snowflake", dsn)
+			if err != nil {
+				return
+			}
+			defer db.Close()
+			db.SetMaxOpenConns(1)
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				v := fmt.Sprintf("g%d-%d", g, i)
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				var got string
+				err := db.QueryRowContext(ctx, "SELECT '"+v+"'").Scan(&got)
+				cancel()
+				if err != nil {
+					time.Sleep(100 * time.Millisecond)
+					continue
+				}
+				mu.Lock()
+				fmt.Fprintf(out, "got %s\n", got)
+				out.Flush()
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	os.Exit(0)
+}
+
+// crashEnv is `snowgate run` with the identity stage (a workload-token
+// issuer, key-pair credential) and the emulator, in a private namespace.
+type crashEnv struct {
+	*restartEnv
+	issuer  *oidctest.Issuer
+	tokens  []string
+	recDir  string
+	pubFile string
+}
+
+// newCrashEnv builds the environment; extra is appended to the recording
+// section of the configuration (indented two spaces).
+func newCrashEnv(t *testing.T, extra string) *crashEnv {
+	t.Helper()
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	e := &crashEnv{restartEnv: &restartEnv{dir: dir, bin: buildSnowgate(t)}}
+	e.certFile = filepath.Join(dir, "ca.pem")
+	caKey := filepath.Join(dir, "ca.key")
+	if out, err := runSnowgate(t, e.bin, "ca", "init", "--cert", e.certFile, "--key", caKey); err != nil {
+		t.Fatalf("ca init: %v\n%s", err, out)
+	}
+	e.cg = testenv.NewCgroup(t)
+	e.ns = testenv.NewNetns(t)
+	var suffix [6]byte
+	if _, err := rand.Read(suffix[:]); err != nil {
+		t.Fatal(err)
+	}
+	e.pinDir = filepath.Join("/sys/fs/bpf", "snowgate-crashtest-"+hex.EncodeToString(suffix[:]))
+	t.Cleanup(func() { _ = redirect.Uninstall(e.pinDir) })
+
+	svcKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(svcKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p8 := filepath.Join(dir, "svc.p8")
+	if err := os.WriteFile(p8, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var inst *emulatortest.Instance
+	if err := e.ns.Do(func() error {
+		inst = emulatortest.Start(t, emulator.Config{Account: "acme", PublicKeys: map[string]crypto.PublicKey{"SVC": &svcKey.PublicKey}})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.issuer = oidctest.Start(t)
+	jwks := e.issuer.WriteJWKSFile(t)
+	e.recDir = filepath.Join(dir, "recordings")
+	keyFile := filepath.Join(dir, "state", "signing-key.pem")
+	e.pubFile = keyFile + recording.PublicKeySuffix
+	cfg := fmt.Sprintf(`intercept:
+  cgroup: %[1]s
+  proxy_address: %[2]s
+ca:
+  cert_file: %[3]s
+  key_file: %[4]s
+dns:
+  upstreams: ["127.0.0.1:1"]
+  static:
+    %[5]s: [%[6]s]
+    ocsp.snowflakecomputing.com: [%[6]s]
+accounts:
+  acme:
+    host: %[5]s
+    upstream: %[7]s
+    upstream_ca_file: %[8]s
+    credential: {type: keypair, user: SVC, private_key_file: %[9]s}
+identity:
+  issuers:
+    - name: ci
+      issuer: %[10]s
+      audiences: [snowgate]
+      keys: {source: jwks_file, file: %[11]s}
+rules:
+  - name: crash-rule
+    match: {issuer: ci, claims: {repository: acme/app}}
+    account: acme
+    snowflake: {role: R}
+recording:
+  dir: %[12]s
+  signing_key_file: %[13]s
+%[15]sadmin:
+  listen: %[14]s
+`, e.cg.Path, restartProxy, e.certFile, caKey, restartAccount, restartSnowIP, inst.URL, inst.CAFile, p8,
+		e.issuer.URL, jwks, e.recDir, keyFile, restartAdmin, extra)
+	e.cfgFile = filepath.Join(dir, "snowgate.yaml")
+	if err := os.WriteFile(e.cfgFile, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.http = &http.Client{
+		Timeout: 5 * time.Second,
+		Transport: &http.Transport{
+			Proxy: nil, DisableKeepAlives: true,
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				var c net.Conn
+				err := e.ns.Do(func() error {
+					var err error
+					c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+					return err
+				})
+				return c, err
+			},
+		},
+	}
+	return e
+}
+
+// crashAgent is a running TestSessionsCrashAgentProcess.
+type crashAgent struct {
+	in  io.WriteCloser
+	got chan string
+	mu  sync.Mutex
+	all []string
+	eof chan struct{}
+}
+
+func (e *crashEnv) startCrashAgent(t *testing.T) *crashAgent {
+	t.Helper()
+	tok := oidctest.GitHub("snowgate", "acme", "1", "app", "2")
+	tok.Lifetime = 15 * time.Minute
+	v := url.Values{}
+	v.Set("account", "acme")
+	v.Set("authenticator", "WORKLOAD_IDENTITY")
+	v.Set("workloadIdentityProvider", "OIDC")
+	signed := e.issuer.Sign(t, tok)
+	e.tokens = append(e.tokens, signed)
+	v.Set("token", signed)
+	v.Set("loginTimeout", "120")
+	cmd := testenv.Command(t, testenv.Proc{Cgroup: e.cg, Netns: e.ns, Root: true},
+		os.Args[0], "-test.run=^TestSessionsCrashAgentProcess$", "-test.count=1")
+	home := t.TempDir()
+	cmd.Env = append(os.Environ(),
+		crashAgentEnv+"="+restartAccount+":443/?"+v.Encode(),
+		"SSL_CERT_FILE="+e.certFile, "SSL_CERT_DIR="+home, "HOME="+home,
+		"SF_OCSP_RESPONSE_CACHE_DIR="+home, "SNOWFLAKE_DISABLE_PLATFORM_DETECTION=true",
+	)
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	a := &crashAgent{in: in, got: make(chan string, 1<<16), eof: make(chan struct{})}
+	go func() {
+		defer close(a.eof)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "got "); ok {
+				a.mu.Lock()
+				a.all = append(a.all, v)
+				a.mu.Unlock()
+				select {
+				case a.got <- v:
+				default:
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		in.Close()
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(60 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	return a
+}
+
+// waitResults waits (generously) until the agent has received n results.
+func (a *crashAgent) waitResults(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.After(3 * time.Minute)
+	for i := 0; i < n; i++ {
+		select {
+		case <-a.got:
+		case <-deadline:
+			t.Fatalf("the agent received %d results in 3 minutes, want %d", i, n)
+		}
+	}
+}
+
+// stop closes the agent's stdin and returns every value it received.
+func (a *crashAgent) stop(t *testing.T) []string {
+	t.Helper()
+	a.in.Close()
+	select {
+	case <-a.eof:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the agent did not exit")
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.all...)
+}
+
+// recordedValues reads every recording in dir (checking each is intact,
+// sealed or not) and returns the result cells of their query replies.
+func recordedValues(t *testing.T, dir, pubFile string, wantSealed bool) map[string]bool {
+	t.Helper()
+	pub, err := recording.LoadPublicKey(pubFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	paths, err := filepath.Glob(filepath.Join(dir, "*"+recording.FileExt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vals := map[string]bool{}
+	for _, p := range paths {
+		rep, err := recording.Verify(p, pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !rep.Intact() && !wantSealed && rep.Frames < 2 {
+			// Killed inside NewWriter before the session start was
+			// durable: nothing was released from it; the next start
+			// sets it aside.
+			t.Logf("%s: cut before its first segment (%v)", filepath.Base(p), rep.Problems)
+			continue
+		}
+		if !rep.Intact() || (wantSealed && !rep.OK()) {
+			t.Fatalf("%s: problems %v (sealed %v)", filepath.Base(p), rep.Problems, rep.Sealed)
+		}
+		r, err := recording.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			rec, err := r.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("%s: %v", filepath.Base(p), err)
+			}
+			if rec.Kind != recording.KindQueryResponse || rec.Result == nil {
+				continue
+			}
+			rows, err := recording.ResultRows(rec.Result)
+			if err != nil {
+				t.Fatalf("%s record %d: %v", filepath.Base(p), rec.Seq, err)
+			}
+			for _, row := range rows {
+				for _, c := range row {
+					if c != nil {
+						vals[*c] = true
+					}
+				}
+			}
+		}
+		r.Close()
+	}
+	return vals
+}
+
+// TestSessionsCrash kills `snowgate run` with SIGKILL at random points
+// while an agent runs three concurrent sessions, several times. After each
+// kill every recording verifies up to its last durable record, and every
+// result the agent received is in a recording; the next daemon seals the
+// crashed recordings (recovered-after-crash), and `sessions verify --all`
+// passes.
+func TestSessionsCrash(t *testing.T) {
+	e := newCrashEnv(t, "")
+	const rounds = 5
+	d := e.startDaemon(t, "daemon-0", nil, nil)
+	e.waitHealthy(t, d)
+	for round := range rounds {
+		a := e.startCrashAgent(t)
+		n, err := rand.Int(rand.Reader, big.NewInt(60))
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.waitResults(t, 5+int(n.Int64()))
+		if err := d.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		<-d.exited
+		got := a.stop(t)
+		vals := recordedValues(t, e.recDir, e.pubFile, false)
+		missing := 0
+		for _, v := range got {
+			if !vals[v] {
+				missing++
+				if missing < 5 {
+					t.Errorf("round %d: the agent received %q, which no recording holds", round, v)
+				}
+			}
+		}
+		t.Logf("round %d: killed after the agent received %d results; all in the recordings: %v", round, len(got), missing == 0)
+		// The next daemon recovers (seals) what the killed one left open.
+		d = e.startDaemon(t, fmt.Sprintf("daemon-%d", round+1), nil, nil)
+		e.waitHealthy(t, d)
+		out, err := runCLI(t, "sessions", "verify", "--all", "--config", e.cfgFile)
+		if err != nil {
+			t.Fatalf("round %d: sessions verify after recovery: %v\n%s\ndaemon:\n%s", round, err, out, d.logs())
+		}
+		if !strings.Contains(out, "recovered-after-crash") {
+			t.Errorf("round %d: no recording says it was recovered:\n%s", round, out)
+		}
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitExit(t, d, "snowgate run after SIGTERM")
+	recordedValues(t, e.recDir, e.pubFile, true)
+	out, err := runCLI(t, "sessions", "list", "--config", e.cfgFile)
+	if err != nil || !strings.Contains(out, "crash-rule") {
+		t.Fatalf("sessions list: %v\n%s", err, out)
+	}
+
+	// Secrets: the workload tokens the agents presented, and the service
+	// key, are in no export, replay or daemon log.
+	secrets := append([]string{}, e.tokens...)
+	keyPEM, err := os.ReadFile(filepath.Join(e.dir, "svc.p8"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets = append(secrets, strings.Split(strings.TrimSpace(string(keyPEM)), "\n")[2])
+	var hay strings.Builder
+	paths, _ := filepath.Glob(filepath.Join(e.recDir, "*"+recording.FileExt))
+	for _, p := range paths {
+		for _, args := range [][]string{{"export", p}, {"export", p, "--format", "pcap"}, {"replay", p}} {
+			out, err := runCLI(t, append(append([]string{"sessions"}, args...), "--config", e.cfgFile)...)
+			if err != nil {
+				t.Fatalf("sessions %v: %v", args, err)
+			}
+			hay.WriteString(out)
+		}
+	}
+	for i := 0; i <= rounds; i++ {
+		b, _ := os.ReadFile(filepath.Join(e.dir, fmt.Sprintf("daemon-%d.log", i)))
+		hay.Write(b)
+	}
+	auditTrail, err := os.ReadFile(filepath.Join(e.recDir, "audit.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hay.Write(auditTrail)
+	for _, want := range []string{`"type":"login.success"`, `"type":"session.start"`, `"outcome":"recovered"`, `"rule":"crash-rule"`} {
+		if !strings.Contains(string(auditTrail), want) {
+			t.Errorf("the audit trail lacks %s", want)
+		}
+	}
+	for _, s := range secrets {
+		if strings.Contains(hay.String(), s) {
+			t.Errorf("a secret (%.12s…) appears in a recording export, replay or log", s)
+		}
+	}
+}
