@@ -324,6 +324,8 @@ var readOnlySystemFunctions = map[string]bool{
 	"SYSTEM$LAST_CHANGE_COMMIT_TIME": true, "SYSTEM$GET_TAG": true, "SYSTEM$ALLOWLIST": true,
 	"SYSTEM$WHITELIST": true, "SYSTEM$GET_PREDECESSOR_RETURN_VALUE": true, "SYSTEM$CURRENT_USER_TASK_NAME": true,
 	"SYSTEM$BEHAVIOR_CHANGE_BUNDLE_STATUS": true, "SYSTEM$PIPE_STATUS": true,
+	// SYSTEM$WAIT only sleeps (agents and tests use it for slow queries).
+	"SYSTEM$WAIT": true,
 }
 
 // classifyHead classifies by the leading keywords. off is the index of t[0]

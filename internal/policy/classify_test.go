@@ -40,6 +40,7 @@ var ordinaryCases = []classCase{
 	{"select crlf comment", "SELECT 1 -- c\r\nFROM t", ClassRead},
 	{"select numbers", "SELECT 1.5e10, .5, 3 FROM t", ClassRead},
 	{"select safe system function", "SELECT SYSTEM$TYPEOF(1)", ClassRead},
+	{"select system wait", "SELECT SYSTEM$WAIT(2), 42", ClassRead},
 	{"select unicode in string", "SELECT 'café ЅELECT \u200b' FROM \"Café\"", ClassRead},
 	{"select unicode in comment", "SELECT 1 /* ＧＲＡＮＴ \u00a0 */", ClassRead},
 	{"with select", "WITH a AS (SELECT 1 x), b (y) AS (SELECT 2) SELECT * FROM a, b", ClassRead},

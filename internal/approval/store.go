@@ -1,0 +1,413 @@
+package approval
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
+	_ "modernc.org/sqlite"             // database/sql driver "sqlite"
+)
+
+// Store keeps approval requests. Every method is safe for concurrent use,
+// also by several processes sharing one database: each transition is
+// decided inside one transaction that holds the request's row.
+type Store interface {
+	// Create stores r unless a request with the same session and request
+	// key exists; it returns the stored request and whether it is new.
+	Create(ctx context.Context, r *Request) (*Request, bool, error)
+	// Get returns a request by id (ErrNotFound).
+	Get(ctx context.Context, id string) (*Request, error)
+	// FindQuery returns the request whose held query id is qid
+	// (ErrNotFound).
+	FindQuery(ctx context.Context, qid string) (*Request, error)
+	// List returns requests, newest first; state "" lists all.
+	List(ctx context.Context, state State, limit int) ([]*Request, error)
+	// Vote records a reviewer's decision at now: a deny decides at once,
+	// approvals decide when min distinct reviewers approved. It fails with
+	// ErrFinal, ErrExpired (and expires the request), ErrSelfApproval or
+	// ErrAlreadyVoted, returning the request as it is then.
+	Vote(ctx context.Context, id string, v Vote, now time.Time) (*Request, error)
+	// Expire moves a pending request past its deadline to expired.
+	Expire(ctx context.Context, id string, now time.Time) (*Request, error)
+	// Cancel moves a pending request to cancelled (the client gave up).
+	Cancel(ctx context.Context, id, reason string, now time.Time) (*Request, error)
+	// Claim marks an approved request as run; it fails with ErrClaimed if
+	// it already was and ErrFinal unless approved.
+	Claim(ctx context.Context, id string, now time.Time) (*Request, error)
+	Close() error
+}
+
+// dialect is what differs between the SQL engines.
+type dialect struct {
+	name string
+	// lock is appended to the SELECT that reads a row about to change.
+	lock string
+	// dollar placeholders ($1) instead of ?.
+	dollar bool
+}
+
+// sqlStore implements Store on database/sql.
+type sqlStore struct {
+	db *sql.DB
+	d  dialect
+}
+
+var schema = []string{
+	`CREATE TABLE IF NOT EXISTS snowgate_approvals (
+		id TEXT PRIMARY KEY,
+		session_id TEXT NOT NULL,
+		request_key TEXT NOT NULL,
+		query_id TEXT NOT NULL,
+		state TEXT NOT NULL,
+		created_at BIGINT NOT NULL,
+		expires_at BIGINT NOT NULL,
+		decided_at BIGINT,
+		executed_at BIGINT,
+		decision_reason TEXT NOT NULL DEFAULT '',
+		body TEXT NOT NULL,
+		UNIQUE (session_id, request_key)
+	)`,
+	`CREATE TABLE IF NOT EXISTS snowgate_approval_votes (
+		request_id TEXT NOT NULL,
+		reviewer TEXT NOT NULL,
+		approve INTEGER NOT NULL,
+		reason TEXT NOT NULL,
+		at BIGINT NOT NULL,
+		PRIMARY KEY (request_id, reviewer)
+	)`,
+	`CREATE INDEX IF NOT EXISTS snowgate_approvals_state ON snowgate_approvals (state, created_at)`,
+	`CREATE INDEX IF NOT EXISTS snowgate_approvals_query ON snowgate_approvals (query_id)`,
+}
+
+// OpenSQLite opens (creating) the SQLite store at path, for one runner.
+func OpenSQLite(ctx context.Context, path string) (Store, error) {
+	// The requests hold SQL text and bindings: owner-only, as SQLite gives
+	// its journal files the database file's mode.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open approval store: %w", err)
+	}
+	f.Close()
+	q := url.Values{}
+	q.Set("_txlock", "immediate") // writers serialise at BEGIN, not at COMMIT
+	q.Add("_pragma", "busy_timeout(15000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(FULL)")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open approval store %s: %w", path, err)
+	}
+	return initStore(ctx, db, dialect{name: "sqlite"})
+}
+
+// OpenPostgres opens the PostgreSQL store at dsn (a URL or key=value
+// string), shared by the gateways of a fleet.
+func OpenPostgres(ctx context.Context, dsn string) (Store, error) {
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open approval store (postgres): %w", err)
+	}
+	return initStore(ctx, db, dialect{name: "postgres", lock: " FOR UPDATE", dollar: true})
+}
+
+func initStore(ctx context.Context, db *sql.DB, d dialect) (Store, error) {
+	s := &sqlStore{db: db, d: d}
+	for _, stmt := range schema {
+		if _, err := db.ExecContext(ctx, stmt); err != nil {
+			// Two processes creating the schema at once may race on
+			// PostgreSQL's catalog; a second try sees it.
+			if _, err2 := db.ExecContext(ctx, stmt); err2 != nil {
+				db.Close()
+				return nil, fmt.Errorf("approval store (%s) schema: %w", d.name, err)
+			}
+		}
+	}
+	return s, nil
+}
+
+// q rewrites ? placeholders for the dialect.
+func (s *sqlStore) q(query string) string {
+	if !s.d.dollar {
+		return query
+	}
+	var b strings.Builder
+	n := 0
+	for _, c := range query {
+		if c == '?' {
+			n++
+			b.WriteString("$" + strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+func (s *sqlStore) Close() error { return s.db.Close() }
+
+const selectCols = `id, state, created_at, expires_at, decided_at, executed_at, decision_reason, body`
+
+// querier is a *sql.DB or *sql.Tx.
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+type scanner interface{ Scan(...any) error }
+
+func scanRequest(sc scanner) (*Request, error) {
+	var (
+		r                 Request
+		state, body, why  string
+		created, expires  int64
+		decided, executed sql.NullInt64
+		id                string
+	)
+	if err := sc.Scan(&id, &state, &created, &expires, &decided, &executed, &why, &body); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal([]byte(body), &r); err != nil {
+		return nil, fmt.Errorf("approval %s: stored body: %w", id, err)
+	}
+	r.ID, r.State, r.DecisionReason = id, State(state), why
+	r.CreatedAt, r.ExpiresAt = time.Unix(0, created).UTC(), time.Unix(0, expires).UTC()
+	if decided.Valid {
+		t := time.Unix(0, decided.Int64).UTC()
+		r.DecidedAt = &t
+	}
+	if executed.Valid {
+		t := time.Unix(0, executed.Int64).UTC()
+		r.ExecutedAt = &t
+	}
+	return &r, nil
+}
+
+func (s *sqlStore) votes(ctx context.Context, q querier, r *Request) error {
+	rows, err := q.QueryContext(ctx, s.q(`SELECT reviewer, approve, reason, at FROM snowgate_approval_votes WHERE request_id = ? ORDER BY at, reviewer`), r.ID)
+	if err != nil {
+		return fmt.Errorf("approval %s: votes: %w", r.ID, err)
+	}
+	defer rows.Close()
+	r.Votes = nil
+	for rows.Next() {
+		var v Vote
+		var approve int
+		var at int64
+		if err := rows.Scan(&v.Reviewer, &approve, &v.Reason, &at); err != nil {
+			return fmt.Errorf("approval %s: votes: %w", r.ID, err)
+		}
+		v.Approve, v.At = approve == 1, time.Unix(0, at).UTC()
+		r.Votes = append(r.Votes, v)
+	}
+	return rows.Err()
+}
+
+func (s *sqlStore) get(ctx context.Context, q querier, id string, lock bool) (*Request, error) {
+	query := `SELECT ` + selectCols + ` FROM snowgate_approvals WHERE id = ?`
+	if lock {
+		query += s.d.lock
+	}
+	r, err := scanRequest(q.QueryRowContext(ctx, s.q(query), id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("approval %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("approval %s: %w", id, err)
+	}
+	if err := s.votes(ctx, q, r); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (s *sqlStore) Get(ctx context.Context, id string) (*Request, error) {
+	return s.get(ctx, s.db, id, false)
+}
+
+func (s *sqlStore) FindQuery(ctx context.Context, qid string) (*Request, error) {
+	var id string
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT id FROM snowgate_approvals WHERE query_id = ?`), qid).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("approval for query %s: %w", qid, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("approval for query %s: %w", qid, err)
+	}
+	return s.Get(ctx, id)
+}
+
+func (s *sqlStore) Create(ctx context.Context, r *Request) (*Request, bool, error) {
+	body := *r
+	body.Votes, body.DecidedAt, body.ExecutedAt = nil, nil, nil
+	b, err := json.Marshal(body)
+	if err != nil {
+		return nil, false, fmt.Errorf("approval %s: %w", r.ID, err)
+	}
+	res, err := s.db.ExecContext(ctx, s.q(`INSERT INTO snowgate_approvals (id, session_id, request_key, query_id, state, created_at, expires_at, body)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id, request_key) DO NOTHING`),
+		r.ID, r.SessionID, r.RequestKey, r.QueryID, string(Pending), r.CreatedAt.UnixNano(), r.ExpiresAt.UnixNano(), string(b))
+	if err != nil {
+		return nil, false, fmt.Errorf("store approval %s: %w", r.ID, err)
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		got, err := s.Get(ctx, r.ID)
+		return got, true, err
+	}
+	got, err := scanRequest(s.db.QueryRowContext(ctx, s.q(`SELECT `+selectCols+` FROM snowgate_approvals WHERE session_id = ? AND request_key = ?`), r.SessionID, r.RequestKey))
+	if err != nil {
+		return nil, false, fmt.Errorf("find approval for request %s: %w", r.RequestKey, err)
+	}
+	if err := s.votes(ctx, s.db, got); err != nil {
+		return nil, false, err
+	}
+	return got, false, nil
+}
+
+func (s *sqlStore) List(ctx context.Context, state State, limit int) ([]*Request, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	query := `SELECT ` + selectCols + ` FROM snowgate_approvals`
+	args := []any{}
+	if state != "" {
+		query += ` WHERE state = ?`
+		args = append(args, string(state))
+	}
+	query += ` ORDER BY created_at DESC, id LIMIT ` + strconv.Itoa(limit)
+	rows, err := s.db.QueryContext(ctx, s.q(query), args...)
+	if err != nil {
+		return nil, fmt.Errorf("list approvals: %w", err)
+	}
+	var out []*Request
+	for rows.Next() {
+		r, err := scanRequest(rows)
+		if err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("list approvals: %w", err)
+		}
+		out = append(out, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list approvals: %w", err)
+	}
+	for _, r := range out {
+		if err := s.votes(ctx, s.db, r); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// change runs f on the locked row inside a transaction; f returns the
+// error to report after the commit (its changes are committed either way).
+func (s *sqlStore) change(ctx context.Context, id string, f func(tx *sql.Tx, r *Request) (error, error)) (*Request, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("approval %s: begin: %w", id, err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
+	r, err := s.get(ctx, tx, id, true)
+	if err != nil {
+		return nil, err
+	}
+	outcome, err := f(tx, r)
+	if err != nil {
+		return nil, fmt.Errorf("approval %s: %w", id, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("approval %s: commit: %w", id, err)
+	}
+	got, err := s.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if outcome != nil {
+		return got, fmt.Errorf("approval %s: %w", id, outcome)
+	}
+	return got, nil
+}
+
+func (s *sqlStore) finish(ctx context.Context, tx *sql.Tx, id string, st State, reason string, now time.Time) error {
+	_, err := tx.ExecContext(ctx, s.q(`UPDATE snowgate_approvals SET state = ?, decided_at = ?, decision_reason = ? WHERE id = ? AND state = ?`),
+		string(st), now.UnixNano(), reason, id, string(Pending))
+	return err
+}
+
+func (s *sqlStore) Vote(ctx context.Context, id string, v Vote, now time.Time) (*Request, error) {
+	return s.change(ctx, id, func(tx *sql.Tx, r *Request) (error, error) {
+		switch {
+		case r.State.Final():
+			return ErrFinal, nil
+		case !now.Before(r.ExpiresAt):
+			return ErrExpired, s.finish(ctx, tx, id, Expired, "no decision before "+r.ExpiresAt.Format(time.RFC3339), now)
+		case v.Reviewer == r.Requester:
+			return ErrSelfApproval, nil
+		}
+		for _, old := range r.Votes {
+			if old.Reviewer == v.Reviewer {
+				return ErrAlreadyVoted, nil
+			}
+		}
+		approve := 0
+		if v.Approve {
+			approve = 1
+		}
+		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO snowgate_approval_votes (request_id, reviewer, approve, reason, at) VALUES (?, ?, ?, ?, ?)`),
+			id, v.Reviewer, approve, v.Reason, now.UnixNano()); err != nil {
+			return nil, fmt.Errorf("record vote: %w", err)
+		}
+		if !v.Approve {
+			return nil, s.finish(ctx, tx, id, Denied, v.Reason, now)
+		}
+		n := 1
+		for _, old := range r.Votes {
+			if old.Approve {
+				n++
+			}
+		}
+		if n >= max(r.MinApprovers, 1) {
+			return nil, s.finish(ctx, tx, id, Approved, v.Reason, now)
+		}
+		return nil, nil
+	})
+}
+
+func (s *sqlStore) Expire(ctx context.Context, id string, now time.Time) (*Request, error) {
+	return s.change(ctx, id, func(tx *sql.Tx, r *Request) (error, error) {
+		if r.State != Pending || now.Before(r.ExpiresAt) {
+			return nil, nil
+		}
+		return nil, s.finish(ctx, tx, id, Expired, "no decision before "+r.ExpiresAt.Format(time.RFC3339), now)
+	})
+}
+
+func (s *sqlStore) Cancel(ctx context.Context, id, reason string, now time.Time) (*Request, error) {
+	return s.change(ctx, id, func(tx *sql.Tx, r *Request) (error, error) {
+		if r.State != Pending {
+			return ErrFinal, nil
+		}
+		return nil, s.finish(ctx, tx, id, Cancelled, reason, now)
+	})
+}
+
+func (s *sqlStore) Claim(ctx context.Context, id string, now time.Time) (*Request, error) {
+	return s.change(ctx, id, func(tx *sql.Tx, r *Request) (error, error) {
+		switch {
+		case r.State != Approved:
+			return ErrFinal, nil
+		case r.ExecutedAt != nil:
+			return ErrClaimed, nil
+		}
+		_, err := tx.ExecContext(ctx, s.q(`UPDATE snowgate_approvals SET executed_at = ? WHERE id = ? AND executed_at IS NULL`), now.UnixNano(), id)
+		return nil, err
+	})
+}
