@@ -62,3 +62,12 @@ fmt-check:
 
 clean:
 	rm -rf $(BIN)
+
+# The .deb package (appliance/nfpm.yaml). nfpm comes from the tools module
+# (tools/go.mod), so the main module does not depend on it.
+.PHONY: deb
+deb: build
+	$(GO) -C tools build -o $(CURDIR)/$(BIN)/nfpm github.com/goreleaser/nfpm/v2/cmd/nfpm
+	SNOWGATE_VERSION=$$(echo '$(VERSION)' | sed 's/^v//; s/^\([^0-9]\)/0.0.0~git\1/; s/-/./g') \
+	SNOWGATE_ARCH=$$($(GO) env GOARCH) \
+	./$(BIN)/nfpm package --config appliance/nfpm.yaml --packager deb --target $(BIN)/

@@ -127,10 +127,13 @@ func CheckKernel() (Report, error) {
 		add(Probe{Name: "kernel version", State: ProbeOK,
 			Detail: fmt.Sprintf("%d.%d.%d", v>>16, (v>>8)&0xff, v&0xff)})
 	}
-	if os.Geteuid() != 0 {
-		add(Probe{Name: "privileges", State: ProbeMissing, Mandatory: true,
-			Detail: fmt.Sprintf("running as uid %d", os.Geteuid()),
-			Remedy: "run as root (the redirect needs CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)"})
+	if missing, err := missingCapabilities(); err != nil || len(missing) > 0 {
+		detail := fmt.Sprintf("uid %d lacks %s", os.Geteuid(), strings.Join(missing, ", "))
+		if err != nil {
+			detail = err.Error()
+		}
+		add(Probe{Name: "privileges", State: ProbeMissing, Mandatory: true, Detail: detail,
+			Remedy: "run as root, or with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (the systemd unit grants them)"})
 	}
 
 	cg2, err := FindCgroup2()
@@ -304,4 +307,59 @@ func probeLoad() error {
 	}
 	coll.Close()
 	return nil
+}
+
+// Capability numbers (linux/capability.h).
+const (
+	capNetAdmin = 12
+	capSysAdmin = 21
+	capPerfmon  = 38
+	capBPF      = 39
+)
+
+// missingCapabilities names the effective capabilities the redirect needs
+// and this process lacks: CAP_NET_ADMIN to attach to cgroups and add the
+// host address, CAP_BPF and CAP_PERFMON to load the programs (CAP_SYS_ADMIN
+// stands in for both, as on kernels before 5.8). The check reads
+// capabilities, not the uid, so the hardened unit's own user passes.
+func missingCapabilities() ([]string, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return nil, fmt.Errorf("read capabilities: %w", err)
+	}
+	eff, err := effectiveCaps(string(b))
+	if err != nil {
+		return nil, err
+	}
+	return capsLacking(eff), nil
+}
+
+// effectiveCaps parses the CapEff line of /proc/<pid>/status.
+func effectiveCaps(status string) (uint64, error) {
+	for _, line := range strings.Split(status, "\n") {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			var caps uint64
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%x", &caps); err != nil {
+				return 0, fmt.Errorf("parse CapEff %q: %w", strings.TrimSpace(v), err)
+			}
+			return caps, nil
+		}
+	}
+	return 0, errors.New("no CapEff line in /proc/self/status")
+}
+
+// capsLacking names what eff lacks of the redirect's needs.
+func capsLacking(eff uint64) []string {
+	has := func(c uint) bool { return eff&(1<<c) != 0 }
+	var missing []string
+	if !has(capNetAdmin) {
+		missing = append(missing, "CAP_NET_ADMIN")
+	}
+	if !has(capBPF) && !has(capSysAdmin) {
+		missing = append(missing, "CAP_BPF")
+	}
+	if !has(capPerfmon) && !has(capSysAdmin) {
+		missing = append(missing, "CAP_PERFMON")
+	}
+	return missing
 }
