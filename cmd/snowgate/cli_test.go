@@ -105,21 +105,3 @@ func TestOperatorCommands(t *testing.T) {
 		t.Fatalf("doctor after uninstall (err %v):\n%s", err, out)
 	}
 }
-
-// TestDemoCommand runs `snowgate demo` as a newcomer would and checks it
-// finishes and narrates the steps.
-func TestDemoCommand(t *testing.T) {
-	if testing.Short() {
-		t.Skip("skipping the demo in -short mode")
-	}
-	bin := buildSnowgate(t)
-	out, err := runSnowgate(t, bin, "demo", "--rows", "20000")
-	if err != nil {
-		t.Fatalf("snowgate demo: %v\n%s", err, out)
-	}
-	for _, want := range []string{"logged in with gosnowflake", "20000 rows", "error 002003", "==> done"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("demo output lacks %q:\n%s", want, out)
-		}
-	}
-}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 
 	"github.com/snowgate/snowgate/internal/config"
 	"github.com/snowgate/snowgate/internal/gateway"
@@ -25,7 +26,34 @@ type daemon struct {
 	// scrape time and must allow nil.
 	gateway  *gateway.Gateway
 	redirect *redirect.Redirect
-	closers  []func() error
+	// dns counts what the DNS forwarder learned (a metrics source).
+	dns     learnedDNS
+	closers []func() error
+}
+
+// learnedDNS reports what the DNS forwarder learned: the Snowflake answers
+// whose addresses went to the pinned map since start, and the addresses the
+// map holds now.
+type learnedDNS struct {
+	answers atomic.Uint64
+	addrs   atomic.Pointer[redirect.SnowflakeAddrs]
+}
+
+// LearnedAnswers implements metrics.DNSSource.
+func (l *learnedDNS) LearnedAnswers() uint64 { return l.answers.Load() }
+
+// LearnedAddresses implements metrics.DNSSource; expired entries still in
+// the map are not counted.
+func (l *learnedDNS) LearnedAddresses() int {
+	m := l.addrs.Load()
+	if m == nil {
+		return 0
+	}
+	list, err := m.List()
+	if err != nil {
+		return 0
+	}
+	return len(list)
 }
 
 // onClose runs f at exit, after the gateway stopped (last added, first run).

@@ -65,6 +65,15 @@ removes it.`,
 
 func runDaemon(ctx context.Context, o runOptions) error {
 	log := slog.Default()
+	// SIGHUP hands the listeners over to a new daemon (listeners.go);
+	// caught from the start, so an early one does not kill the daemon.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("own executable: %w", err)
+	}
 	cfg, err := config.Load(o.configFile)
 	if err != nil {
 		return err
@@ -148,6 +157,7 @@ func runDaemon(ctx context.Context, o runOptions) error {
 		{"recording", d.wireRecording},
 		{"policy", d.wirePolicy},
 		{"metrics", d.wireMetrics},
+		{"limits", d.wireLimits},
 	} {
 		if err := stage.wire(ctx); err != nil {
 			return fmt.Errorf("%s: %w", stage.name, err)
@@ -168,7 +178,14 @@ func runDaemon(ctx context.Context, o runOptions) error {
 		}
 		accounts = append(accounts, gateway.Account{Name: name, Host: a.Host, Upstream: a.Upstream, UpstreamTLS: accTLS})
 	}
-	learned := &addrSet{m: map[netip.Addr]bool{}}
+	// The Snowflake addresses the DNS listener learns go to a pinned BPF
+	// map, read by the gateway's fronting check; it outlives restarts.
+	learned, err := redirect.OpenSnowflakeAddrs(o.pinDir)
+	if err != nil {
+		return err
+	}
+	defer learned.Close()
+	d.dns.addrs.Store(learned)
 	static := map[string][]netip.Addr{}
 	for name, addrs := range cfg.DNS.Static {
 		for _, a := range addrs {
@@ -185,8 +202,11 @@ func runDaemon(ctx context.Context, o runOptions) error {
 		Domains:   cfg.Intercept.SnowflakeDomains,
 		Static:    static,
 		Logger:    log,
-		Learn: func(_ context.Context, _ string, addrs []netip.Addr, _ time.Duration) error {
-			learned.add(addrs)
+		Learn: func(_ context.Context, _ string, addrs []netip.Addr, ttl time.Duration) error {
+			if err := learned.Learn(addrs, ttl); err != nil {
+				return err
+			}
+			d.dns.answers.Add(1)
 			return nil
 		},
 	})
@@ -194,6 +214,13 @@ func runDaemon(ctx context.Context, o runOptions) error {
 		return err
 	}
 
+	// The sockets: inherited from systemd or the daemon this one replaces,
+	// else bound here (listeners.go).
+	socks, err := openListeners(listenAddrs{Gateway: proxy.String(), DNS: cfg.DNS.Listen, Admin: cfg.Admin.Listen}, log)
+	if err != nil {
+		return err
+	}
+	defer socks.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -204,7 +231,7 @@ func runDaemon(ctx context.Context, o runOptions) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		err := fwd.ListenAndServe(ctx, cfg.DNS.Listen, func(_, _ net.Addr) { close(dnsReady) })
+		err := fwd.Serve(ctx, socks.dnsUDP, socks.dnsTCP, func(_, _ net.Addr) { close(dnsReady) })
 		if err != nil {
 			errc <- fmt.Errorf("dns: %w", err)
 		}
@@ -214,13 +241,7 @@ func runDaemon(ctx context.Context, o runOptions) error {
 	case err := <-errc:
 		return err
 	}
-	ln, err := net.Listen("tcp", proxy.String())
-	if err != nil {
-		cancel()
-		wg.Wait()
-		return fmt.Errorf("gateway listener: %w", err)
-	}
-	defer ln.Close()
+	ln := socks.gateway
 	redir, err := redirect.Install(redirect.Config{
 		Cgroup:          cfg.Intercept.Cgroup,
 		PinDir:          o.pinDir,
@@ -240,6 +261,7 @@ func runDaemon(ctx context.Context, o runOptions) error {
 	defer redir.Close()
 	log.Info("redirect in force", "cgroup", cfg.Intercept.Cgroup, "proxy", proxy, "dns", dnsAddr, "pin_dir", redir.PinDir())
 	d.redirect = redir
+	d.startBypassAudit(ctx)
 	gc := d.gw
 	gc.Minter = minter
 	gc.Responder = responder
@@ -247,7 +269,7 @@ func runDaemon(ctx context.Context, o runOptions) error {
 	gc.Domains = cfg.Intercept.SnowflakeDomains
 	gc.Accounts = accounts
 	gc.OtherTLS = cfg.Intercept.OtherTLS
-	gc.SnowflakeAddrs = learned.has
+	gc.SnowflakeAddrs = learned.Contains
 	gc.UpstreamTLS = upTLS
 	gc.Logger = log
 	gc.Origins = redir
@@ -269,24 +291,23 @@ func runDaemon(ctx context.Context, o runOptions) error {
 	admin := &http.Server{Addr: cfg.Admin.Listen, Handler: d.admin, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		defer wg.Done()
-		if err := admin.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := admin.Serve(socks.admin); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("admin: %w", err)
 		}
 	}()
-	log.Info("snowgate running", "gateway", proxy, "admin", cfg.Admin.Listen)
+	log.Info("snowgate running", "gateway", proxy, "admin", cfg.Admin.Listen, "pid", os.Getpid())
+	socks.signalReady(log)
+	socks.afterPredecessor(d.adoptPredecessorSessions)
 
-	var runErr error
-	select {
-	case <-ctx.Done():
-		log.Info("stopping")
-	case runErr = <-errc:
-		log.Error("stopping", "err", runErr)
-	}
-	cancel()
+	runErr := serveUntilStop(ctx, socks, exe, hup, errc, d.handoverCheckpoint, log)
+	// Graceful: stop accepting, let requests in progress finish (a
+	// successor, if any, already accepts on the same sockets), then end
+	// what is left.
 	sctx, scancel := context.WithTimeout(context.Background(), o.shutdownWait)
 	defer scancel()
 	_ = admin.Shutdown(sctx)
 	_ = gw.Shutdown(sctx)
+	cancel()
 	wg.Wait()
 	return runErr
 }
@@ -335,25 +356,4 @@ func ownCgroupID() (uint64, error) {
 		}
 	}
 	return 0, errors.New("own cgroup: no cgroup v2 entry in /proc/self/cgroup")
-}
-
-// addrSet holds the Snowflake addresses the DNS forwarder learned, for
-// fronting detection.
-type addrSet struct {
-	mu sync.RWMutex
-	m  map[netip.Addr]bool
-}
-
-func (s *addrSet) add(addrs []netip.Addr) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, a := range addrs {
-		s.m[a.Unmap()] = true
-	}
-}
-
-func (s *addrSet) has(a netip.Addr) bool {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.m[a.Unmap()]
 }

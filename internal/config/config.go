@@ -22,6 +22,7 @@ type Config struct {
 	Recording Recording          `yaml:"recording"`
 	Approvals Approvals          `yaml:"approvals"`
 	Admin     Admin              `yaml:"admin"`
+	Limits    Limits             `yaml:"limits"`
 }
 
 // Intercept is what gets redirected to the gateway and how it decides.

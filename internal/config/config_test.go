@@ -204,3 +204,27 @@ func TestLoadFileErrors(t *testing.T) {
 		t.Fatalf("bad file: %v", err)
 	}
 }
+
+func TestSecretPath(t *testing.T) {
+	for _, tc := range []struct {
+		in, problem string
+	}{
+		{"/etc/credstore/acme.p8", ""},
+		{"$CREDENTIALS_DIRECTORY/snowflake_acme.p8", ""},
+		{"$CREDENTIALS_DIRECTORY/", "without a slash"},
+		{"$CREDENTIALS_DIRECTORY/a/b", "without a slash"},
+		{"$CREDENTIALS_DIRECTORY/..", "without a slash"},
+		{"relative.p8", "not an absolute path"},
+		{"", "required"},
+	} {
+		v := &validator{file: "x.yaml", pos: &posIndex{lines: map[string]int{}, at: map[[2]int]string{}}}
+		v.secretPath("k", tc.in)
+		got := ""
+		if len(v.problems) > 0 {
+			got = v.problems[0].Reason
+		}
+		if (tc.problem == "") != (got == "") || !strings.Contains(got, tc.problem) {
+			t.Errorf("secretPath(%q): problem %q, want one containing %q", tc.in, got, tc.problem)
+		}
+	}
+}

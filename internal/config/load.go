@@ -279,6 +279,7 @@ func (v *validator) config(c *Config) {
 	v.recording(&c.Recording)
 	v.approvals(&c.Approvals)
 	v.admin(&c.Admin)
+	v.limits(&c.Limits)
 }
 
 func (v *validator) intercept(in *Intercept) {
@@ -475,7 +476,7 @@ func (v *validator) credential(path string, c Credential) {
 		v.bad(path+".type", "%q is not one of %s, %s, %s", c.Type, CredentialKeyPair, CredentialPAT, CredentialPassword)
 		return
 	}
-	v.requiredPath(path+"."+want, fields[want])
+	v.secretPath(path+"."+want, fields[want])
 	for _, k := range []string{"private_key_file", "token_file", "password_file"} {
 		if k != want && fields[k] != "" {
 			v.bad(path+"."+k, "not used by a %s credential", c.Type)
@@ -525,6 +526,22 @@ func (v *validator) requiredPath(path, s string) {
 	case !filepath.IsAbs(s):
 		v.bad(path, "%q is not an absolute path", s)
 	}
+}
+
+// CredentialsDirPrefix starts a secret file name in the directory systemd
+// hands the service its credentials in (LoadCredential=).
+const CredentialsDirPrefix = "$CREDENTIALS_DIRECTORY/"
+
+// secretPath accepts an absolute path, or "$CREDENTIALS_DIRECTORY/<name>"
+// for a file systemd passes to the service.
+func (v *validator) secretPath(path, s string) {
+	if name, ok := strings.CutPrefix(s, CredentialsDirPrefix); ok {
+		if name == "" || strings.Contains(name, "/") || name == "." || name == ".." {
+			v.bad(path, "%q: a systemd credential is named $CREDENTIALS_DIRECTORY/<name>, without a slash in <name>", s)
+		}
+		return
+	}
+	v.requiredPath(path, s)
 }
 
 func (v *validator) duration(path string, d *Duration, def, min, max time.Duration) {

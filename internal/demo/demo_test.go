@@ -1,41 +1,63 @@
 package demo
 
 import (
-	"bytes"
-	"context"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 )
 
-// TestRun runs the whole demo with a smaller result and checks that every
-// step reported what the emulator really did.
-func TestRun(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	var out bytes.Buffer
-	if err := Run(ctx, Options{Out: &out, Rows: 30_000}); err != nil {
-		t.Fatalf("demo failed: %v\noutput:\n%s", err, out.String())
+// TestStageToken checks that the demo's workload token verifies against the
+// JWKS file the gateway is configured with, and carries the claims the demo
+// rule matches.
+func TestStageToken(t *testing.T) {
+	st, err := newStage(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
-	got := out.String()
-	for _, want := range []string{
-		"CURRENT_USER()=AGENT CURRENT_ROLE()=ANALYST CURRENT_WAREHOUSE()=DEMO_WH",
-		"INSERT: 3 rows inserted",
-		"row: id=1 customer=acme amount=120.50",
-		"row: id=2 customer=globex amount=99.99",
-		"30000 rows, sum(N)=449985000,",
-		"error 002003 (SQLState 42S02): SQL compilation error: Object 'NO_SUCH_TABLE' does not exist or not authorized.",
-		`SYSTEM$WAIT(1) returned "waited 1 seconds"`,
-		"==> done",
-	} {
-		if !strings.Contains(got, want) {
-			t.Errorf("demo output lacks %q\noutput:\n%s", want, got)
+	raw, err := st.mintToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{jose.ES256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims map[string]any
+	if err := tok.Claims(&st.issuerKey.PublicKey, &claims); err != nil {
+		t.Fatalf("token does not verify with the issuer key: %v", err)
+	}
+	for k, want := range map[string]string{"iss": demoIssuer, "aud": demoAudience, "repository": demoRepo} {
+		if claims[k] != want {
+			t.Errorf("claim %s = %v, want %s", k, claims[k], want)
 		}
 	}
-	if strings.Contains(got, "id=3 customer=initech") {
-		t.Errorf("the WHERE AMOUNT > 50 filter let initech (15.00) through:\n%s", got)
+	cfg := demoConfig(st, "/sys/fs/cgroup/x", "https://localhost:1", "/ca.pem", 1)
+	if strings.Contains(cfg, st.adminPassword) || strings.Contains(cfg, st.reviewerToken) {
+		t.Error("the configuration holds a secret instead of a file name")
 	}
-	if strings.Contains(got, demoPassword) {
-		t.Errorf("the demo printed the password")
+}
+
+func TestIDsOf(t *testing.T) {
+	for _, tc := range []struct {
+		in, state string
+		want      string
+	}{
+		{`[{"id":"a","state":"pending"},{"id":"b","state":"approved"}]`, "pending", "a"},
+		{`[{"id":"a"},{"id":"b"}]`, "", "a,b"},
+		{"{\"id\":\"x\",\"state\":\"pending\"}\n{\"id\":\"y\",\"state\":\"pending\"}\n", "pending", "x,y"},
+		{`[]`, "", ""},
+	} {
+		got, err := idsOf(tc.in, tc.state)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.in, err)
+		}
+		if strings.Join(got, ",") != tc.want {
+			t.Errorf("idsOf(%s, %q) = %v, want %s", tc.in, tc.state, got, tc.want)
+		}
+	}
+	if _, err := idsOf("not json", ""); err == nil {
+		t.Error("idsOf accepted garbage")
 	}
 }

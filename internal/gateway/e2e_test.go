@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"bufio"
 	"context"
+	"crypto"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -116,9 +117,22 @@ type fixtureOptions struct {
 	ReadHeaderTimeout time.Duration
 	// Users are extra emulator users.
 	Users map[string]string
+	// PublicKeys are the emulator's key-pair users (the gateway's own
+	// service users) and OAuthTokens its OAuth access tokens.
+	PublicKeys  map[string]crypto.PublicKey
+	OAuthTokens map[string]string
+	// Recorder is the gateway's recorder (default none); Observers are
+	// added after the fixture's own sink.
+	Recorder  gateway.Recorder
+	Observers []gateway.Observer
 	// Upstream, when set, is an emulator running elsewhere (the benchmark's
 	// own process) instead of one in this process; f.inst stays nil.
 	Upstream *remoteEmulator
+	// Limits are the gateway's resource limits (default none).
+	Limits gateway.Limits
+	// Statements is the gateway's statement policy and approval stage
+	// (default none: every statement is forwarded).
+	Statements *gateway.StatementPolicy
 }
 
 // remoteEmulator is an emulator the fixture does not own.
@@ -143,8 +157,10 @@ func newFixture(t testing.TB, o fixtureOptions) *fixture {
 		upstreamURL, upstreamCA = o.Upstream.URL, o.Upstream.CAFile
 	} else {
 		f.inst = emulatortest.Start(t, emulator.Config{
-			Account: testAccount,
-			Users:   users,
+			Account:     testAccount,
+			Users:       users,
+			PublicKeys:  o.PublicKeys,
+			OAuthTokens: o.OAuthTokens,
 		})
 		upstreamURL, upstreamCA = f.inst.URL, f.inst.CAFile
 	}
@@ -229,9 +245,12 @@ func newFixture(t testing.TB, o fixtureOptions) *fixture {
 		ReadHeaderTimeout: o.ReadHeaderTimeout,
 		SnowflakeAddrs:    func(a netip.Addr) bool { return a == snowflakeAddr },
 		UpstreamTLS:       upTLS,
-		Observers:         []gateway.Observer{f.sink},
+		Observers:         append([]gateway.Observer{f.sink}, o.Observers...),
+		Recorder:          o.Recorder,
 		Logger:            logger,
 		RequestLimits:     snowflake.Limits{MaxBody: 1 << 20},
+		Limits:            o.Limits,
+		Statements:        o.Statements,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -24,13 +25,27 @@ type Workload struct {
 	// Comm is the process name from /proc/<pid>/comm at accept time; empty
 	// when the process is already gone.
 	Comm string `json:"comm,omitempty"`
+	// Cgroup is the process's cgroup v2 path (from /proc/<pid>/cgroup) at
+	// accept time; empty when the process is already gone.
+	Cgroup string `json:"cgroup,omitempty"`
+	// Peer is the client's address and port as the gateway saw them.
+	Peer string `json:"peer,omitempty"`
 }
 
-func newWorkload(o redirect.Origin) Workload {
-	w := Workload{CgroupID: o.CgroupID, PID: o.PID, UID: o.UID}
+func newWorkload(o redirect.Origin, peer netip.AddrPort) Workload {
+	w := Workload{CgroupID: o.CgroupID, PID: o.PID, UID: o.UID, Peer: peer.String()}
 	if o.PID != 0 {
-		if b, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(o.PID), 10) + "/comm"); err == nil {
+		proc := "/proc/" + strconv.FormatUint(uint64(o.PID), 10)
+		if b, err := os.ReadFile(proc + "/comm"); err == nil {
 			w.Comm = strings.TrimSpace(string(b))
+		}
+		if b, err := os.ReadFile(proc + "/cgroup"); err == nil {
+			for _, line := range strings.Split(string(b), "\n") {
+				if rest, ok := strings.CutPrefix(line, "0::"); ok {
+					w.Cgroup = rest
+					break
+				}
+			}
 		}
 	}
 	return w

@@ -116,6 +116,10 @@ type Config struct {
 	// Credentials is the hook where login requests are rewritten and
 	// tokens mapped. Nil: ObserveOnly.
 	Credentials Credentials
+	// Statements is the statement policy and approval stage (statements.go,
+	// hold.go): query requests are classified and allowed, refused or held
+	// for a reviewer. Nil forwards every statement unscreened.
+	Statements *StatementPolicy
 	// Chunks maps rewritten chunk ids; nil: a table with the defaults.
 	Chunks *snowflake.ChunkTable
 	// Timeouts; zero values take the defaults above.
@@ -124,6 +128,9 @@ type Config struct {
 	RequestLimits snowflake.Limits
 	// ReplyLimits caps upstream API replies; zero: DefaultMaxReplyBody.
 	ReplyLimits snowflake.Limits
+	// Limits cap the work in progress, gateway-wide and per workload
+	// (limits.go); zero values: no limit.
+	Limits Limits
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -151,10 +158,20 @@ type Gateway struct {
 	// Stats are live counters; read them with Load.
 	Stats Stats
 
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	closed bool
-	wg     sync.WaitGroup
+	mu        sync.Mutex
+	conns     map[net.Conn]struct{}
+	listeners map[net.Listener]struct{}
+	closed    bool
+	// stopping is set, and draining closed, when Shutdown begins:
+	// listeners close, connections between requests close, a request in
+	// progress finishes first.
+	stopping bool
+	draining chan struct{}
+	// serving counts Serve loops; wg the connections they started.
+	serving sync.WaitGroup
+	wg      sync.WaitGroup
+	// limits keeps the work in progress under Config.Limits.
+	limits limiter
 }
 
 // New returns a gateway for cfg.
@@ -208,6 +225,9 @@ func New(cfg Config) (*Gateway, error) {
 		accounts: map[string]*upstream{},
 		creds:    cfg.Credentials,
 		conns:    map[net.Conn]struct{}{},
+
+		listeners: map[net.Listener]struct{}{},
+		draining:  make(chan struct{}),
 	}
 	if g.creds == nil {
 		g.creds = ObserveOnly{}
@@ -242,9 +262,16 @@ func (g *Gateway) isSnowflake(name string) bool {
 	return false
 }
 
-// Serve accepts connections on ln until ctx ends or Close is called. It
-// closes ln when it returns.
+// Serve accepts connections on ln until ctx ends or Shutdown is called. It
+// closes ln when it returns. (Closing this process's descriptor leaves a
+// socket shared with another process open: after a hand-over the new daemon
+// keeps accepting on it.)
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
+	if !g.trackListener(ln) {
+		ln.Close()
+		return nil
+	}
+	defer g.untrackListener(ln)
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	defer ln.Close()
@@ -300,10 +327,42 @@ func (g *Gateway) untrack(c net.Conn) {
 	delete(g.conns, c)
 }
 
-// Shutdown stops serving: no new connections are taken, and open ones are
-// closed once ctx ends (at once with an ended ctx). Listeners are closed by
-// their Serve's context.
+func (g *Gateway) trackListener(ln net.Listener) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.stopping {
+		return false
+	}
+	g.listeners[ln] = struct{}{}
+	g.serving.Add(1)
+	return true
+}
+
+func (g *Gateway) untrackListener(ln net.Listener) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.listeners, ln)
+	g.serving.Done()
+}
+
+// Shutdown stops serving gracefully: the listeners close at once (no new
+// connections are taken by this gateway), connections idle between
+// requests close, a request in progress finishes and its connection closes
+// after the reply; whatever is still open when ctx ends is closed (at once
+// with an ended ctx).
 func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.mu.Lock()
+	if !g.stopping {
+		g.stopping = true
+		close(g.draining)
+	}
+	for ln := range g.listeners {
+		ln.Close()
+	}
+	g.mu.Unlock()
+	// A connection accepted just before its listener closed is still
+	// served (one request): wait for the accept loops to end first.
+	g.serving.Wait()
 	g.mu.Lock()
 	g.closed = true
 	g.mu.Unlock()
@@ -337,7 +396,7 @@ func (g *Gateway) handleConn(ctx context.Context, c net.Conn) {
 		return
 	}
 	g.Stats.Accepted.Add(1)
-	wl := newWorkload(origin)
+	wl := newWorkload(origin, peer)
 	log := g.log.With("peer", peer, "dst", origin.Dst, "cgroup", wl.CgroupID, "pid", wl.PID, "comm", wl.Comm)
 	if origin.Dst.Port() == 80 {
 		g.serveHTTP(ctx, c, wl, log)
@@ -443,41 +502,70 @@ func (g *Gateway) serveOne(ctx context.Context, c net.Conn, h http.Handler) {
 		},
 	}
 	// Serve returns when the listener closes; the listener closes once its
-	// only connection has ended or the gateway stops.
+	// only connection has ended or the gateway stops. A draining gateway
+	// lets the request in progress finish (http.Server.Shutdown closes an
+	// idle connection at once, a busy one after its reply).
 	go func() {
 		select {
 		case <-ctx.Done():
 			_ = srv.Close()
+		case <-g.draining:
+			// Once the server has the connection: before that,
+			// Shutdown would stop it unserved.
+			select {
+			case <-l.accepted:
+			case <-l.finished:
+			}
+			_ = srv.Shutdown(ctx)
 		case <-l.finished:
 		}
 	}()
 	_ = srv.Serve(l)
+	if !l.taken.Load() {
+		// Stopped before the connection was handed to the server.
+		l.done()
+	}
 	<-l.finished
 }
 
-// oneConnListener hands out one connection, then blocks until it is done.
+// oneConnListener hands out one connection, then blocks until it is done or
+// the listener is closed. finished closes only when the connection has
+// ended, never at Close: http.Server.Shutdown closes its listeners before the
+// request in progress is over.
 type oneConnListener struct {
 	c        net.Conn
 	once     sync.Once
 	taken    atomic.Bool
 	finished chan struct{}
+	// accepted closes when the server took the connection.
+	accepted chan struct{}
+
+	closeOnce sync.Once
+	closed    chan struct{}
 }
 
 func newOneConnListener(c net.Conn) *oneConnListener {
-	return &oneConnListener{c: c, finished: make(chan struct{})}
+	return &oneConnListener{c: c, finished: make(chan struct{}), accepted: make(chan struct{}), closed: make(chan struct{})}
 }
 
 func (l *oneConnListener) Accept() (net.Conn, error) {
 	if l.taken.CompareAndSwap(false, true) {
+		close(l.accepted)
 		return l.c, nil
 	}
-	<-l.finished
+	select {
+	case <-l.finished:
+	case <-l.closed:
+	}
 	return nil, net.ErrClosed
 }
 
 func (l *oneConnListener) done() { l.once.Do(func() { close(l.finished) }) }
 
-func (l *oneConnListener) Close() error { l.done(); return nil }
+func (l *oneConnListener) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return nil
+}
 
 func (l *oneConnListener) Addr() net.Addr { return l.c.LocalAddr() }
 

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -125,6 +126,9 @@ type clientRequest struct {
 	// Body is the decoded body; Gzipped says how it came (and goes).
 	Body    []byte
 	Gzipped bool
+	// Wire is the body as it came; forwarded as it is when no hook
+	// changed Body.
+	Wire []byte
 }
 
 // reply is an API reply ready for the client: the body is plain JSON.
@@ -163,7 +167,7 @@ func (h *handler) api(w http.ResponseWriter, r *http.Request, ep snowflake.Endpo
 		return
 	}
 	x.RequestBody = body.Plain
-	req := &clientRequest{Method: r.Method, URI: r.URL.RequestURI(), Header: r.Header, Body: body.Plain, Gzipped: body.Gzipped}
+	req := &clientRequest{Method: r.Method, URI: r.URL.RequestURI(), Header: r.Header, Body: body.Plain, Gzipped: body.Gzipped, Wire: body.Wire}
 	call := &Call{Kind: ep.Kind, Account: up.account, Host: h.host, Workload: h.workload, RequestID: x.RequestID}
 	release, err := h.g.admit(call)
 	if err != nil {
@@ -171,6 +175,10 @@ func (h *handler) api(w http.ResponseWriter, r *http.Request, ep snowflake.Endpo
 		return
 	}
 	defer release()
+	if err := h.g.charge(call, int64(len(body.Plain))); err != nil {
+		h.refuse(w, x, err)
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.g.cfg.UpstreamTimeout)
 	defer cancel()
 	rep, err := h.forward(ctx, call, req, x, true)
@@ -204,9 +212,11 @@ func (h *handler) forward(ctx context.Context, call *Call, req *clientRequest, x
 		}
 	}
 	if len(send) > 0 || req.Method == http.MethodPost {
-		wire, err := snowflake.Encode(send, req.Gzipped)
-		if err != nil {
-			return nil, refusal(http.StatusInternalServerError, "encode request: "+err.Error())
+		wire := req.Wire
+		if !sameBytes(send, req.Body) || wire == nil {
+			if wire, err = snowflake.Encode(send, req.Gzipped); err != nil {
+				return nil, refusal(http.StatusInternalServerError, "encode request: "+err.Error())
+			}
 		}
 		enc := ""
 		if req.Gzipped {
@@ -230,8 +240,11 @@ func (h *handler) forward(ctx context.Context, call *Call, req *clientRequest, x
 		x.Error = "upstream reply: " + err.Error()
 		return nil, refusal(http.StatusBadGateway, "upstream reply unreadable")
 	}
+	if err := h.g.charge(call, int64(len(got.Plain))); err != nil {
+		return nil, err
+	}
 	plain := got.Plain
-	if resp.StatusCode == http.StatusOK && (call.Kind == snowflake.KindQueryRequest || call.Kind == snowflake.KindQueryResult) {
+	if resp.StatusCode == http.StatusOK && (call.Kind == snowflake.KindQueryRequest || call.Kind == snowflake.KindQueryResult) && mayHaveChunks(plain) {
 		plain, err = h.rewriteChunks(plain)
 		if err != nil {
 			// A reply whose chunks cannot be routed through the gateway
@@ -267,6 +280,19 @@ func (h *handler) respond(ctx context.Context, w http.ResponseWriter, rep *reply
 	w.WriteHeader(rep.Status)
 	n, _ := w.Write(rep.Body)
 	x.ResponseSize = int64(n)
+}
+
+// mayHaveChunks reports whether a reply may list chunk URLs to rewrite:
+// replies without a "chunks" key (written plainly, or with a \u escape that
+// could spell it) skip the parse.
+func mayHaveChunks(plain []byte) bool {
+	return bytes.Contains(plain, []byte(`"chunks"`)) || bytes.Contains(plain, []byte(`\u`))
+}
+
+// sameBytes reports whether a and b are the same slice (a hook returned the
+// body it was given).
+func sameBytes(a, b []byte) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // refusal is a Snowflake-shaped refusal by the gateway itself.

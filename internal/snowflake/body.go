@@ -2,13 +2,15 @@ package snowflake
 
 import (
 	"bytes"
-	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
+
+	"github.com/klauspost/compress/gzip"
 )
 
 // Default caps of a decoded body. Login, query and renew bodies are a few
@@ -67,6 +69,10 @@ type Body struct {
 	Gzipped bool
 	// WireSize is the number of bytes read from the wire.
 	WireSize int64
+	// Wire is the body as it came from the wire (Plain itself when it was
+	// not compressed), so an unchanged body can be forwarded without being
+	// compressed again.
+	Wire []byte
 }
 
 // IsGzip reports whether b starts with the gzip magic bytes.
@@ -92,7 +98,7 @@ func ReadBody(r io.Reader, contentEncoding string, lim Limits) (Body, error) {
 	if int64(len(raw)) > lim.MaxBody {
 		return Body{}, fmt.Errorf("read body: more than %d bytes: %w", lim.MaxBody, ErrBodyTooLarge)
 	}
-	b := Body{Plain: raw, WireSize: int64(len(raw))}
+	b := Body{Plain: raw, WireSize: int64(len(raw)), Wire: raw}
 	if !IsGzip(raw) {
 		if (coding == "gzip" || coding == "x-gzip") && len(raw) > 0 {
 			return Body{}, fmt.Errorf("content-encoding gzip but the body has no gzip header: %w", ErrUnsupportedEncoding)
@@ -125,10 +131,17 @@ func Gunzip(compressed []byte, max int64) ([]byte, error) {
 	return out.Bytes(), nil
 }
 
+// gzipWriters reuses compressors: a fresh one allocates its whole state
+// (hundreds of KiB), which dominated the cost of small bodies.
+var gzipWriters = sync.Pool{New: func() any { return gzip.NewWriter(io.Discard) }}
+
 // Gzip compresses plain into one gzip member.
 func Gzip(plain []byte) ([]byte, error) {
 	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
+	buf.Grow(len(plain)/4 + 64)
+	zw := gzipWriters.Get().(*gzip.Writer)
+	defer gzipWriters.Put(zw)
+	zw.Reset(&buf)
 	if _, err := zw.Write(plain); err != nil {
 		return nil, fmt.Errorf("gzip body: %w", err)
 	}
