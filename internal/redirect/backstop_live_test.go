@@ -24,7 +24,7 @@ func TestEgressBackstopLive(t *testing.T) {
 	defer r.Close()
 
 	var direct *net.TCPListener
-	err := inNetns(t, f.client.Netns, func() error {
+	err := f.client.Netns.Do(func() error {
 		lo, err := netlink.LinkByName("lo")
 		if err != nil {
 			return err
@@ -65,7 +65,7 @@ func TestEgressBackstopLive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep := f.client.do(t, "connect tcp4 203.0.113.10:443 2")
+	rep := f.client.Do(t, connectActionWithin("tcp4", "203.0.113.10:443", 2))
 	if rep.Err == "" {
 		t.Fatalf("connected directly past the backstop: local %s peer %s", rep.Local, rep.Peer)
 	}
@@ -85,7 +85,7 @@ func TestEgressBackstopLive(t *testing.T) {
 	}
 	// A port that is not intercepted reaches the direct listener's address
 	// normally (nothing listens there: refused, not dropped).
-	if rep := f.client.do(t, "connect tcp4 203.0.113.10:8443 5"); rep.Errno != "ECONNREFUSED" {
+	if rep := f.client.Do(t, connectActionWithin("tcp4", "203.0.113.10:8443", 5)); rep.Errno != "ECONNREFUSED" {
 		t.Errorf("connect to a non-intercepted port: errno %q (%s), want ECONNREFUSED", rep.Errno, rep.Err)
 	}
 }

@@ -104,7 +104,7 @@ func BenchmarkConnect(b *testing.B) {
 	// own, because a NAT table switches conntrack on for every connection
 	// in its namespace and would tax the others too.
 	main := newBenchNet(b)
-	cb.pinDir = newPinDirB(b)
+	cb.pinDir = redirect.NewTestPinDir(b)
 	if err := main.ns.Do(func() error {
 		var err error
 		cb.redir, err = redirect.Install(redirect.Config{Cgroup: cb.agents.Path, PinDir: cb.pinDir, Proxy: main.proxy})
@@ -274,7 +274,7 @@ func (cb *connectBench) once(n *benchNet, dst netip.AddrPort, mode origMode) err
 		unix.Close(fd)
 	}()
 	sa := &unix.SockaddrInet4{Addr: dst.Addr().As4(), Port: int(dst.Port())}
-	if err := connectEINTR(fd, sa); err != nil {
+	if err := testenv.Connect(fd, sa, 10*time.Second); err != nil {
 		return fmt.Errorf("connect %v: %w", dst, err)
 	}
 	if _, err := unix.Getpeername(fd); err != nil {
@@ -304,30 +304,6 @@ func (cb *connectBench) once(n *benchNet, dst netip.AddrPort, mode origMode) err
 		return fmt.Errorf("gateway learned %v, want %v", orig, dst)
 	}
 	return nil
-}
-
-func connectEINTR(fd int, sa unix.Sockaddr) error {
-	err := unix.Connect(fd, sa)
-	if !errors.Is(err, unix.EINTR) {
-		return err
-	}
-	// The connect goes on in the kernel: wait for its outcome.
-	for {
-		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
-		if _, err := unix.Poll(pfd, 10000); errors.Is(err, unix.EINTR) {
-			continue
-		} else if err != nil {
-			return err
-		}
-		soErr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
-		if err != nil {
-			return err
-		}
-		if soErr != 0 {
-			return unix.Errno(soErr)
-		}
-		return nil
-	}
 }
 
 func acceptEINTR(fd int) (int, unix.Sockaddr, error) {
@@ -388,17 +364,6 @@ func programStats(progs map[string]*ebpf.Program) (map[string]*ebpf.ProgramStats
 	return out, nil
 }
 
-// newPinDirB is newPinDir for benchmarks.
-func newPinDirB(b *testing.B) string {
-	p := filepath.Join("/sys/fs/bpf", "snowgate-bench-"+strconv.FormatInt(time.Now().UnixNano(), 36))
-	b.Cleanup(func() {
-		if err := redirect.Uninstall(p); err != nil {
-			b.Errorf("cleanup: %v", err)
-		}
-	})
-	return p
-}
-
 // benchPaired measures the variants interleaved, one connect of each per
 // iteration, so that they see the same machine load: on a shared, busy
 // machine the separate runs above drift by more than the differences they
@@ -418,7 +383,7 @@ func benchPaired(b *testing.B, main, nft *benchNet) {
 			b.Fatalf("threaded cgroup: %v", err)
 		}
 	}
-	pinDir := newPinDirB(b)
+	pinDir := redirect.NewTestPinDir(b)
 	var r *redirect.Redirect
 	if err := main.ns.Do(func() error {
 		var err error
@@ -537,7 +502,7 @@ func BenchmarkLookup(b *testing.B) {
 	}
 	agents := testenv.NewCgroup(b)
 	n := newBenchNet(b)
-	pinDir := newPinDirB(b)
+	pinDir := redirect.NewTestPinDir(b)
 	var r *redirect.Redirect
 	if err := n.ns.Do(func() error {
 		var err error
@@ -560,7 +525,7 @@ func BenchmarkLookup(b *testing.B) {
 			return err
 		}
 		clientFD = fd
-		if err := connectEINTR(fd, &unix.SockaddrInet4{Addr: testenv.SnowflakeAddr.As4(), Port: 443}); err != nil {
+		if err := testenv.Connect(fd, &unix.SockaddrInet4{Addr: testenv.SnowflakeAddr.As4(), Port: 443}, 10*time.Second); err != nil {
 			return err
 		}
 		nfd, sa, err := acceptEINTR(n.listenFD)

@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -232,16 +231,4 @@ func (g *bypassGateway) serveDNS(t *testing.T, addr netip.Addr) netip.AddrPort {
 	}
 	t.Fatalf("DNS listener: %v", lastErr)
 	return netip.AddrPort{}
-}
-
-// newPinDir is a fresh pin directory on bpffs, uninstalled at cleanup.
-func newPinDir(t *testing.T) string {
-	t.Helper()
-	p := filepath.Join("/sys/fs/bpf", "snowgate-bypass-"+fmt.Sprint(time.Now().UnixNano()))
-	t.Cleanup(func() {
-		if err := redirect.Uninstall(p); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
-	return p
 }

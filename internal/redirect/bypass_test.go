@@ -63,7 +63,7 @@ func newBypassEnv(t *testing.T) *bypassEnv {
 	e.sibling = e.slice.Child(t, "sibling")
 	e.container = testenv.NewContainerNetns(t, e.ns, netip.MustParsePrefix("10.77.0.1/24"), netip.MustParsePrefix("10.77.0.2/24"))
 	e.gw = newBypassGateway(t, e.ns)
-	e.pinDir = newPinDir(t)
+	e.pinDir = redirect.NewTestPinDir(t)
 	e.cfg = redirect.Config{
 		Cgroup:          e.agents.Path,
 		PinDir:          e.pinDir,
@@ -95,6 +95,18 @@ func (e *bypassEnv) install(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatalf("install: %v", err)
+	}
+	e.handles = append(e.handles, r)
+	e.gw.redir.Store(r)
+}
+
+// reopen opens the pinned redirect, as a restarted daemon does, and hands
+// the handle to the gateway.
+func (e *bypassEnv) reopen(t *testing.T) {
+	t.Helper()
+	r, err := redirect.Open(e.pinDir)
+	if err != nil {
+		t.Fatal(err)
 	}
 	e.handles = append(e.handles, r)
 	e.gw.redir.Store(r)
@@ -313,15 +325,8 @@ sys.stdout.write(s.makefile("rb").read().decode())`)
 			}
 		}},
 		{item: "1", name: "java socket (v4-mapped)", run: func(t *testing.T, e *bypassEnv, p testenv.Proc) testenv.ClientResult {
-			// Readable by nobody (t.TempDir's parent is private to root).
-			dir, err := os.MkdirTemp("", "snowgate-java-")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { os.RemoveAll(dir) })
-			if err := os.Chmod(dir, 0o755); err != nil {
-				t.Fatal(err)
-			}
+			// Readable by nobody.
+			dir := testenv.SharedTempDir(t, 0o755)
 			src := filepath.Join(dir, "Client.java")
 			if err := os.WriteFile(src, []byte(javaClient), 0o644); err != nil {
 				t.Fatal(err)
@@ -402,14 +407,7 @@ sys.stdout.write(s.makefile("rb").read().decode())`)
 		{item: "12", name: "socket passed in by SCM_RIGHTS from outside (documented gap)", run: func(t *testing.T, e *bypassEnv, p testenv.Proc) testenv.ClientResult {
 			// The socket is created by the test process, outside the
 			// subtree, and handed to the agent over a unix socket.
-			dir, err := os.MkdirTemp("", "snowgate-fd-")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { os.RemoveAll(dir) })
-			if err := os.Chmod(dir, 0o777); err != nil {
-				t.Fatal(err)
-			}
+			dir := testenv.SharedTempDir(t, 0o777)
 			path := filepath.Join(dir, "fd.sock")
 			c := testenv.StartClient(t, p, testenv.ClientAction{Op: testenv.OpReceivedFDConnect, Path: path, Addr: snowflake443.String()})
 			if err := e.ns.Do(func() error { return testenv.SendSocket("tcp4", path, time.Minute) }); err != nil {
@@ -485,12 +483,7 @@ sys.stdout.write(s.makefile("rb").read().decode())`)
 		}},
 		// §8.17 lifecycle, in order.
 		{item: "17", name: "daemon restart: reopen the pins", setup: func(t *testing.T, e *bypassEnv) {
-			r, err := redirect.Open(e.pinDir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			e.handles = append(e.handles, r)
-			e.gw.redir.Store(r)
+			e.reopen(t)
 		}, action: connect4(snowflake443), check: redirected(snowflake443, "")},
 		{item: "17", name: "daemon restart: install over the pins", setup: func(t *testing.T, e *bypassEnv) { e.install(t) },
 			action: connect4(snowflake443), check: redirected(snowflake443, "")},
@@ -523,12 +516,7 @@ sys.stdout.write(s.makefile("rb").read().decode())`)
 			time.Sleep(1200 * time.Millisecond)
 			// And comes back.
 			e.gw.restartProxy(t)
-			r, err := redirect.Open(e.pinDir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			e.handles = append(e.handles, r)
-			e.gw.redir.Store(r)
+			e.reopen(t)
 			res, err := c.Wait()
 			if err != nil {
 				t.Fatal(err)
@@ -562,12 +550,7 @@ sys.stdout.write(s.makefile("rb").read().decode())`)
 		{item: "17", name: "daemon killed: native v6 fails closed too", action: tcp("tcp6", native6443), check: refused("ECONNREFUSED", "connect")},
 		{item: "17", name: "daemon back", setup: func(t *testing.T, e *bypassEnv) {
 			e.gw.restartProxy(t)
-			r, err := redirect.Open(e.pinDir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			e.handles = append(e.handles, r)
-			e.gw.redir.Store(r)
+			e.reopen(t)
 		}, action: connect4(snowflake443), check: redirected(snowflake443, "")},
 		// §8.18 the attach cgroup itself is recreated (a unit restart that
 		// removes and recreates its cgroup): until the daemon attaches

@@ -129,8 +129,12 @@ func TestFindCgroup2Here(t *testing.T) {
 
 func TestCgroupID(t *testing.T) {
 	testenv.RequireRoot(t)
-	cg := newRedirTestCgroup(t)
-	if cg.ID == 0 {
+	cg := testenv.NewCgroup(t)
+	id, err := CgroupID(cg.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id == 0 {
 		t.Error("cgroup id 0")
 	}
 	if _, err := CgroupID(filepath.Dir(cg.Path)); err != nil {
@@ -140,7 +144,7 @@ func TestCgroupID(t *testing.T) {
 		t.Error("CgroupID accepted /proc")
 	}
 	root, _ := FindCgroup2()
-	found, err := findCgroupByID(root, cg.ID)
+	found, err := findCgroupByID(root, id)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -65,26 +65,15 @@ func (p packet) frame() []byte {
 // loadEgress loads the egress backstop with a test configuration.
 func loadEgress(t *testing.T, gatewayCgroupID uint64) *ebpf.Program {
 	t.Helper()
-	cfg, err := Config{
+	objs, err := loadUnpinned(Config{
 		Cgroup:          "/sys/fs/cgroup",
 		Proxy:           netip.MustParseAddrPort("127.0.0.1:15443"),
 		HostProxy:       netip.MustParseAddrPort("169.254.77.1:443"),
 		DNS:             netip.MustParseAddrPort("127.0.0.1:15353"),
 		Proxy6:          netip.MustParseAddrPort("[fd00::77]:443"),
 		GatewayCgroupID: gatewayCgroupID,
-	}.withDefaults()
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	spec, err := newSpec(cfg, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range spec.Maps {
-		m.Pinning = ebpf.PinNone
-	}
-	var objs snowgateObjects
-	if err := spec.LoadAndAssign(&objs, nil); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { objs.Close() })
@@ -145,7 +134,7 @@ func TestEgressBackstop(t *testing.T) {
 	}
 
 	t.Run("gateway cgroup excluded", func(t *testing.T) {
-		prog := loadEgress(t, selfCgroupID(t))
+		prog := loadEgress(t, testenv.SelfCgroup(t).ID)
 		ret, err := prog.Run(&ebpf.RunOptions{Data: packet{dst: v4, proto: 6, dport: 443}.frame()})
 		if err != nil {
 			t.Fatal(err)

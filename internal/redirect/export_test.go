@@ -3,7 +3,10 @@ package redirect
 import (
 	"net"
 	"net/netip"
+	"path/filepath"
 	"testing"
+
+	"github.com/snowgate/snowgate/internal/testenv"
 )
 
 // AgentEnv gives the external tests (package redirect_test, which may import
@@ -24,7 +27,7 @@ func NewAgentEnv(t *testing.T, listen func() (net.Listener, error)) (*AgentEnv, 
 	t.Helper()
 	f := newRedirectFixture(t)
 	var ln net.Listener
-	if err := inNetns(t, f.client.Netns, func() error {
+	if err := f.client.Netns.Do(func() error {
 		var err error
 		ln, err = listen()
 		return err
@@ -42,5 +45,18 @@ func NewAgentEnv(t *testing.T, listen func() (net.Listener, error)) (*AgentEnv, 
 // returns its error text ("" on success).
 func (e *AgentEnv) TLS(t *testing.T, addr, sni string) string {
 	t.Helper()
-	return e.f.client.do(t, "tls "+addr+" "+sni).Err
+	return e.f.client.Do(t, testenv.ClientAction{Op: testenv.OpTLSHandshake, Addr: addr, Name: sni}).Err
+}
+
+// NewTestPinDir is a fresh pin directory under bpffs, uninstalled at
+// cleanup.
+func NewTestPinDir(tb testing.TB) string {
+	tb.Helper()
+	p := filepath.Join(bpffsRoot, "snowgate-test-"+testenv.RandomName(tb))
+	tb.Cleanup(func() {
+		if err := Uninstall(p); err != nil {
+			tb.Errorf("cleanup: %v", err)
+		}
+	})
+	return p
 }

@@ -89,7 +89,7 @@ func TestSnowflakeAddrs(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := OpenSnowflakeAddrs(newRedirTestPinDir(t))
+			s, err := OpenSnowflakeAddrs(NewTestPinDir(t))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -187,38 +187,6 @@ func TestSnowflakeAddrsPinned(t *testing.T) {
 	}
 }
 
-// dnsUpstream is the host's resolver as the DNS listener sees it: a real DNS
-// server with fixed answers on the loopback of the test's own namespace, where
-// the listener's upstream queries go (the listener runs in the test process).
-func dnsUpstream(t *testing.T, answers map[string][]dns.RR) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// TCP on the same port: the listener forwards TCP queries over TCP.
-	ln, err := net.Listen("tcp4", pc.LocalAddr().String())
-	if err != nil {
-		pc.Close()
-		t.Fatal(err)
-	}
-	handler := dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(req)
-		if rrs, ok := answers[strings.ToLower(req.Question[0].Name)]; ok {
-			m.Answer = rrs
-		} else {
-			m.Rcode = dns.RcodeNameError
-		}
-		_ = w.WriteMsg(m)
-	})
-	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: handler}, {Listener: ln, Handler: handler}} {
-		go func() { _ = srv.ActivateAndServe() }()
-		t.Cleanup(func() { _ = srv.Shutdown() })
-	}
-	return pc.LocalAddr().String()
-}
-
 func rr(t *testing.T, s string) dns.RR {
 	t.Helper()
 	r, err := dns.NewRR(s)
@@ -237,14 +205,17 @@ func rr(t *testing.T, s string) dns.RR {
 func TestDNSLearnThroughRedirect(t *testing.T) {
 	testenv.RequireRoot(t)
 	f := newRedirectFixture(t)
-	up := dnsUpstream(t, map[string][]dns.RR{
+	// The host's resolver as the DNS listener sees it: fixed answers on the
+	// loopback of the test's own namespace, where the listener's upstream
+	// queries go (the listener runs in the test process).
+	up := testenv.DNSServer(t, nil, testenv.DNSAnswers(map[string][]dns.RR{
 		"xy12345.snowflakecomputing.com.": {rr(t, "xy12345.snowflakecomputing.com. 120 IN A 203.0.113.77")},
 		"alias.example.net.": {
 			rr(t, "alias.example.net. 300 IN CNAME ab98765.snowflakecomputing.com."),
 			rr(t, "ab98765.snowflakecomputing.com. 60 IN A 203.0.113.78"),
 		},
 		"example.com.": {rr(t, "example.com. 300 IN A 198.51.100.7")},
-	})
+	}))
 	learned, err := OpenSnowflakeAddrs(f.pinDir)
 	if err != nil {
 		t.Fatal(err)
@@ -259,7 +230,7 @@ func TestDNSLearnThroughRedirect(t *testing.T) {
 	}
 	learning := make(chan held)
 	fwd, err := dnsproxy.New(dnsproxy.Config{
-		Upstreams: []string{up},
+		Upstreams: []string{up.String()},
 		Domains:   []string{"snowflakecomputing.com"},
 		Timeout:   30 * time.Second,
 		Learn: func(ctx context.Context, _ string, addrs []netip.Addr, ttl time.Duration) error {
@@ -287,7 +258,7 @@ func TestDNSLearnThroughRedirect(t *testing.T) {
 		pc net.PacketConn
 		ln net.Listener
 	)
-	if err := inNetns(t, f.client.Netns, func() error {
+	if err := f.client.Netns.Do(func() error {
 		var err error
 		if pc, err = net.ListenPacket("udp4", "127.0.0.1:0"); err != nil {
 			return err
@@ -326,9 +297,9 @@ func TestDNSLearnThroughRedirect(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			replies := make(chan clientReply, 1)
+			replies := make(chan testenv.ClientResult, 1)
 			go func() {
-				replies <- f.client.do(t, fmt.Sprintf("resolve %s 192.0.2.53:53 %s", tc.network, tc.qname))
+				replies <- f.client.Do(t, testenv.ClientAction{Op: testenv.OpResolve, Network: tc.network, Addr: "192.0.2.53:53", Name: tc.qname})
 			}()
 			if len(tc.learn) > 0 {
 				var h held
@@ -354,14 +325,14 @@ func TestDNSLearnThroughRedirect(t *testing.T) {
 				}
 				close(h.release)
 			}
-			var rep clientReply
+			var rep testenv.ClientResult
 			select {
 			case rep = <-replies:
 			case h := <-learning:
 				close(h.release)
 				t.Fatalf("learned %v for a name that is not a Snowflake name", h.addrs)
 			}
-			if rep.Err != "" || rep.Data != tc.wantAnswer {
+			if rep.Err != "" || rep.Received != tc.wantAnswer {
 				t.Errorf("client got %+v, want answer %q", rep, tc.wantAnswer)
 			}
 			if rest, ok := strings.CutPrefix(tc.wantAnswer, "NOERROR "); ok && len(tc.learn) == 0 {

@@ -14,26 +14,15 @@ import (
 // full configuration, without attaching anything.
 func TestProgramsLoad(t *testing.T) {
 	testenv.RequireRoot(t)
-	cfg, err := Config{
+	objs, err := loadUnpinned(Config{
 		Cgroup:    "/sys/fs/cgroup",
 		Proxy:     netip.MustParseAddrPort("127.0.0.1:15443"),
 		Proxy6:    netip.MustParseAddrPort("[::1]:15443"),
 		HostProxy: netip.MustParseAddrPort("169.254.77.1:15443"),
 		DNS:       netip.MustParseAddrPort("127.0.0.1:15353"),
 		DNS6:      netip.MustParseAddrPort("[::1]:15353"),
-	}.withDefaults()
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	spec, err := newSpec(cfg, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range spec.Maps {
-		m.Pinning = ebpf.PinNone
-	}
-	var objs snowgateObjects
-	if err := spec.LoadAndAssign(&objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			t.Fatalf("verifier: %+v", ve)
@@ -41,4 +30,26 @@ func TestProgramsLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer objs.Close()
+}
+
+// loadUnpinned loads every program and map of cfg (completed by
+// withDefaults) into the kernel, as seen from a namespace with cookie 1, with
+// no map pinned and nothing attached.
+func loadUnpinned(cfg Config) (*snowgateObjects, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	spec, err := newSpec(cfg, 1)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range spec.Maps {
+		m.Pinning = ebpf.PinNone
+	}
+	var objs snowgateObjects
+	if err := spec.LoadAndAssign(&objs, nil); err != nil {
+		return nil, err
+	}
+	return &objs, nil
 }

@@ -28,7 +28,7 @@ func TestRedirectOtherNetns(t *testing.T) {
 	defer r.Close()
 
 	t.Run("no target refuses", func(t *testing.T) {
-		rep := f.client.do(t, "connect tcp4 203.0.113.10:443")
+		rep := f.client.Do(t, connectAction("tcp4", "203.0.113.10:443"))
 		if rep.Errno != "EPERM" {
 			t.Fatalf("errno %q (%s), want EPERM", rep.Errno, rep.Err)
 		}
@@ -42,7 +42,7 @@ func TestRedirectOtherNetns(t *testing.T) {
 	})
 
 	var cookie uint64
-	if err := inNetns(t, f.client.Netns, func() error {
+	if err := f.client.Netns.Do(func() error {
 		var err error
 		cookie, err = hostNetnsCookie()
 		return err
@@ -59,7 +59,7 @@ func TestRedirectOtherNetns(t *testing.T) {
 		if err := r.DeleteNetnsTarget(cookie); err != nil {
 			t.Fatal(err)
 		}
-		if rep := f.client.do(t, "connect tcp4 203.0.113.10:443"); rep.Errno != "EPERM" {
+		if rep := f.client.Do(t, connectAction("tcp4", "203.0.113.10:443")); rep.Errno != "EPERM" {
 			t.Errorf("after DeleteNetnsTarget: errno %q (%s), want EPERM", rep.Errno, rep.Err)
 		}
 	})
@@ -76,8 +76,8 @@ func TestRedirectOtherNetns(t *testing.T) {
 		}
 		defer r2.Close()
 		f.expectRedirected(t, r2, "tcp4", "203.0.113.10:443", snowflake)
-		rep := f.client.do(t, "dns 192.0.2.53:53")
-		if rep.Err != "" || rep.Peer != "192.0.2.53:53" || rep.Data != "answer:query" {
+		rep := f.client.Do(t, dnsAction("192.0.2.53:53"))
+		if rep.Err != "" || rep.From != "192.0.2.53:53" || rep.Received != "answer:query" {
 			t.Errorf("dns via the host DNS address: %+v", rep)
 		}
 	})

@@ -26,12 +26,12 @@ func TestReconnectAfterFailedRedirect(t *testing.T) {
 	defer r.Close()
 	before := counters(t, r)
 
-	rep := f.client.do(t, "reconnect tcp4 203.0.113.10:443 "+direct.String())
+	rep := f.client.Do(t, testenv.ClientAction{Op: testenv.OpReconnect, Network: "tcp4", Addr: "203.0.113.10:443", Then: direct.String(), Hold: true, TimeoutSec: clientTimeoutSec})
 	if rep.Err != "" {
 		t.Fatalf("reconnect: %+v", rep)
 	}
-	if rep.Data != "first: ENETUNREACH" && rep.Data != "first: EHOSTUNREACH" {
-		t.Errorf("first connect: %q, want it unreachable (redirected to the unroutable gateway)", rep.Data)
+	if rep.FirstErrno != "ENETUNREACH" && rep.FirstErrno != "EHOSTUNREACH" {
+		t.Errorf("first connect: %q, want it unreachable (redirected to the unroutable gateway)", rep.FirstErrno)
 	}
 	if rep.Peer != direct.String() {
 		t.Errorf("getpeername %s, want the real peer %s (nothing to restore)", rep.Peer, direct)
@@ -49,5 +49,5 @@ func TestReconnectAfterFailedRedirect(t *testing.T) {
 	if after["tuple_recorded"] != before["tuple_recorded"] {
 		t.Errorf("tuple_recorded %d -> %d, want unchanged", before["tuple_recorded"], after["tuple_recorded"])
 	}
-	f.client.do(t, "close")
+	f.client.Do(t, closeAction)
 }

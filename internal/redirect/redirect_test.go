@@ -26,10 +26,10 @@ type gatewayStub struct {
 	dnsTCP *net.TCPListener
 }
 
-func newGatewayStub(t *testing.T, nsPath string) *gatewayStub {
+func newGatewayStub(t *testing.T, ns *testenv.Netns) *gatewayStub {
 	t.Helper()
 	g := &gatewayStub{}
-	err := inNetns(t, nsPath, func() error {
+	err := ns.Do(func() error {
 		var err error
 		if g.tcp, err = net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
 			return err
@@ -95,30 +95,31 @@ func acceptOn(t *testing.T, l *net.TCPListener) net.Conn {
 // redirectFixture is one installed redirect with a client and a gateway stub
 // in a private network namespace that the programs treat as the host's.
 type redirectFixture struct {
-	cg     redirTestCgroup
+	cg     *testenv.Cgroup
 	pinDir string
-	client *redirTestClient
+	client *testenv.Session
 	gw     *gatewayStub
 	cfg    Config
 }
 
 func newRedirectFixture(t *testing.T) *redirectFixture {
 	t.Helper()
-	return newRedirectFixtureAs(t, 0)
+	return newRedirectFixtureAs(t, true)
 }
 
-// newRedirectFixtureAs is newRedirectFixture with the client running as uid.
-func newRedirectFixtureAs(t *testing.T, uid uint32) *redirectFixture {
+// newRedirectFixtureAs is newRedirectFixture with the client running as root
+// (with the test's capabilities) or, if not root, as testenv.Nobody.
+func newRedirectFixtureAs(t *testing.T, root bool) *redirectFixture {
 	t.Helper()
-	f := &redirectFixture{cg: newRedirTestCgroup(t), pinDir: newRedirTestPinDir(t)}
-	f.client = startRedirTestClientAs(t, f.cg, uid)
+	f := &redirectFixture{cg: testenv.NewCgroup(t), pinDir: NewTestPinDir(t)}
+	f.client = testenv.StartSession(t, testenv.Proc{Cgroup: f.cg, Netns: testenv.NewNetns(t), Root: root})
 	f.gw = newGatewayStub(t, f.client.Netns)
 	f.cfg = Config{
 		Cgroup:          f.cg.Path,
 		PinDir:          f.pinDir,
 		Proxy:           f.gw.proxy(),
 		DNS:             f.gw.dnsAddr(),
-		GatewayCgroupID: selfCgroupID(t),
+		GatewayCgroupID: testenv.SelfCgroup(t).ID,
 	}
 	return f
 }
@@ -128,7 +129,7 @@ func newRedirectFixtureAs(t *testing.T, uid uint32) *redirectFixture {
 func (f *redirectFixture) install(t *testing.T) *Redirect {
 	t.Helper()
 	var r *Redirect
-	err := inNetns(t, f.client.Netns, func() error {
+	err := f.client.Netns.Do(func() error {
 		var err error
 		r, err = Install(f.cfg)
 		return err
@@ -139,6 +140,23 @@ func (f *redirectFixture) install(t *testing.T) *Redirect {
 	return r
 }
 
+// inHostNetns runs fn in the client's namespace, as install does (its cookie
+// is the "host" cookie), with the fixture's configuration completed by
+// withDefaults and that cookie.
+func (f *redirectFixture) inHostNetns(fn func(cfg Config, cookie uint64) error) error {
+	return f.client.Netns.Do(func() error {
+		cfg, err := f.cfg.withDefaults()
+		if err != nil {
+			return err
+		}
+		cookie, err := hostNetnsCookie()
+		if err != nil {
+			return err
+		}
+		return fn(cfg, cookie)
+	})
+}
+
 // expectRedirected connects from the client and checks both ends: the
 // gateway's look-up and the client's getpeername.
 func (f *redirectFixture) expectRedirected(t *testing.T, r *Redirect, network, dst string, want netip.AddrPort) {
@@ -146,27 +164,27 @@ func (f *redirectFixture) expectRedirected(t *testing.T, r *Redirect, network, d
 	f.expectRedirectedTo(t, r, f.gw.tcp, network, dst, want)
 }
 
-// expectRedirectedCmd is expectRedirected for a client command other than
-// connect (e.g. tfo).
-func (f *redirectFixture) expectRedirectedCmd(t *testing.T, r *Redirect, verb, network, dst string, want netip.AddrPort) {
+// expectRedirectedAction is expectRedirected for a client action other than
+// connectAction (e.g. fastOpenAction).
+func (f *redirectFixture) expectRedirectedAction(t *testing.T, r *Redirect, a testenv.ClientAction, want netip.AddrPort) {
 	t.Helper()
-	f.expectRedirectedVia(t, r, f.gw.tcp, verb, network, dst, want)
+	f.expectRedirectedVia(t, r, f.gw.tcp, a, want)
 }
 
 // expectRedirectedTo is expectRedirected for a connection that lands on l.
 func (f *redirectFixture) expectRedirectedTo(t *testing.T, r *Redirect, l *net.TCPListener, network, dst string, want netip.AddrPort) {
 	t.Helper()
-	f.expectRedirectedVia(t, r, l, "connect", network, dst, want)
+	f.expectRedirectedVia(t, r, l, connectAction(network, dst), want)
 }
 
-func (f *redirectFixture) expectRedirectedVia(t *testing.T, r *Redirect, l *net.TCPListener, verb, network, dst string, want netip.AddrPort) {
+func (f *redirectFixture) expectRedirectedVia(t *testing.T, r *Redirect, l *net.TCPListener, a testenv.ClientAction, want netip.AddrPort) {
 	t.Helper()
-	rep := f.client.do(t, verb+" "+network+" "+dst)
+	rep := f.client.Do(t, a)
 	if rep.Err != "" {
-		t.Fatalf("connect %s %s: %s", network, dst, rep.Err)
+		t.Fatalf("connect %s %s: %s", a.Network, a.Addr, rep.Err)
 	}
-	if rep.Peer != dst {
-		t.Errorf("getpeername = %s, want the original %s", rep.Peer, dst)
+	if rep.Peer != a.Addr {
+		t.Errorf("getpeername = %s, want the original %s", rep.Peer, a.Addr)
 	}
 	conn := acceptOn(t, l)
 	defer conn.Close()
@@ -191,21 +209,10 @@ func (f *redirectFixture) expectRedirectedVia(t *testing.T, r *Redirect, l *net.
 	if !slices.Contains(conns, wantConn) {
 		t.Errorf("Connections() = %+v, want it to contain %+v", conns, wantConn)
 	}
-	f.client.do(t, "close")
+	f.client.Do(t, closeAction)
 	conn.Close()
 	// The record goes when the client's socket reaches TCP_CLOSE.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		_, err := r.Lookup(peer)
-		if errors.Is(err, ErrNotRedirected) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Errorf("lookup %v after close: %v, want ErrNotRedirected", peer, err)
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	lookupGone(t, r, peer)
 }
 
 func TestRedirectEndToEnd(t *testing.T) {
@@ -232,7 +239,7 @@ func TestRedirectEndToEnd(t *testing.T) {
 		f.expectRedirected(t, r, "tcp6", "[::ffff:203.0.113.10]:443", snowflake)
 	})
 	t.Run("tcp fast open", func(t *testing.T) {
-		f.expectRedirectedCmd(t, r, "tfo", "tcp4", "203.0.113.10:443", snowflake)
+		f.expectRedirectedAction(t, r, fastOpenAction("tcp4", "203.0.113.10:443"), snowflake)
 	})
 	t.Run("mptcp", func(t *testing.T) {
 		f.expectRedirected(t, r, "mptcp4", "203.0.113.10:443", snowflake)
@@ -240,37 +247,39 @@ func TestRedirectEndToEnd(t *testing.T) {
 	})
 
 	refusals := []struct {
-		name, cmd, errno string
+		name   string
+		action testenv.ClientAction
+		errno  string
 	}{
-		{"native v6 without v6 gateway", "connect tcp6 [2001:db8::1]:443", "EPERM"},
-		{"QUIC sendto", "sendto udp4 203.0.113.10:443", "EPERM"},
-		{"QUIC connect", "connect udp4 203.0.113.10:443", "EPERM"},
-		{"QUIC v4-mapped", "sendto udp6 [::ffff:203.0.113.10]:443", "EPERM"},
-		{"DoT", "connect tcp4 203.0.113.10:853", "EPERM"},
-		{"DoQ", "sendto udp4 203.0.113.10:853", "EPERM"},
-		{"raw socket", "raw", "EPERM"},
+		{"native v6 without v6 gateway", connectAction("tcp6", "[2001:db8::1]:443"), "EPERM"},
+		{"QUIC sendto", sendtoAction("udp4", "203.0.113.10:443"), "EPERM"},
+		{"QUIC connect", connectAction("udp4", "203.0.113.10:443"), "EPERM"},
+		{"QUIC v4-mapped", sendtoAction("udp6", "[::ffff:203.0.113.10]:443"), "EPERM"},
+		{"DoT", connectAction("tcp4", "203.0.113.10:853"), "EPERM"},
+		{"DoQ", sendtoAction("udp4", "203.0.113.10:853"), "EPERM"},
+		{"raw socket", rawSocketAction, "EPERM"},
 		// Not intercepted: goes direct and meets the unreachable route.
-		{"other port goes direct", "connect tcp4 203.0.113.10:8443", "EHOSTUNREACH"},
+		{"other port goes direct", connectAction("tcp4", "203.0.113.10:8443"), "EHOSTUNREACH"},
 	}
 	for _, tc := range refusals {
 		t.Run(tc.name, func(t *testing.T) {
-			rep := f.client.do(t, tc.cmd)
+			rep := f.client.Do(t, tc.action)
 			if rep.Errno != tc.errno {
-				t.Errorf("%s: errno %q (%s), want %s", tc.cmd, rep.Errno, rep.Err, tc.errno)
+				t.Errorf("%s %s %s: errno %q (%s), want %s", tc.action.Op, tc.action.Network, tc.action.Addr, rep.Errno, rep.Err, tc.errno)
 			}
 		})
 	}
 
 	t.Run("dns", func(t *testing.T) {
-		rep := f.client.do(t, "dns 192.0.2.53:53")
+		rep := f.client.Do(t, dnsAction("192.0.2.53:53"))
 		if rep.Err != "" {
 			t.Fatalf("dns: %s", rep.Err)
 		}
-		if rep.Peer != "192.0.2.53:53" {
-			t.Errorf("reply source %s, want the resolver asked, 192.0.2.53:53", rep.Peer)
+		if rep.From != "192.0.2.53:53" {
+			t.Errorf("reply source %s, want the resolver asked, 192.0.2.53:53", rep.From)
 		}
-		if rep.Data != "answer:query" {
-			t.Errorf("reply %q, want the DNS listener's answer", rep.Data)
+		if rep.Received != "answer:query" {
+			t.Errorf("reply %q, want the DNS listener's answer", rep.Received)
 		}
 	})
 
@@ -337,7 +346,7 @@ func TestRedirectEndToEnd(t *testing.T) {
 
 	t.Run("gateway down fails closed", func(t *testing.T) {
 		f.gw.tcp.Close()
-		rep := f.client.do(t, "connect tcp4 203.0.113.10:443")
+		rep := f.client.Do(t, connectAction("tcp4", "203.0.113.10:443"))
 		if rep.Errno != "ECONNREFUSED" {
 			t.Errorf("errno %q (%s), want ECONNREFUSED", rep.Errno, rep.Err)
 		}
@@ -386,7 +395,7 @@ func TestRedirectUpgradeAndUninstall(t *testing.T) {
 	f.expectRedirected(t, r, "tcp4", "203.0.113.10:443", netip.MustParseAddrPort("203.0.113.10:443"))
 
 	// Moving the redirect to another cgroup needs an uninstall first.
-	other := newRedirTestCgroup(t)
+	other := testenv.NewCgroup(t)
 	moved := f.cfg
 	moved.Cgroup = other.Path
 	if r2, err := Install(moved); err == nil {
@@ -404,7 +413,7 @@ func TestRedirectUpgradeAndUninstall(t *testing.T) {
 		t.Error("Installed reports true after Uninstall")
 	}
 	// Even though r still holds link FDs, the programs are detached.
-	rep := f.client.do(t, "connect tcp4 203.0.113.10:443")
+	rep := f.client.Do(t, connectAction("tcp4", "203.0.113.10:443"))
 	if rep.Errno != "EHOSTUNREACH" {
 		t.Errorf("connect after uninstall: %q (%s), want EHOSTUNREACH (direct, unreachable route)", rep.Errno, rep.Err)
 	}
@@ -469,12 +478,12 @@ func TestConfigDefaults(t *testing.T) {
 // all the same, the gateway learns its uid, and it cannot open raw sockets.
 func TestRedirectUnprivilegedClient(t *testing.T) {
 	testenv.RequireRoot(t)
-	const nobody = 65534
-	f := newRedirectFixtureAs(t, nobody)
+	const nobody = testenv.Nobody
+	f := newRedirectFixtureAs(t, false)
 	r := f.install(t)
 	defer r.Close()
 
-	rep := f.client.do(t, "connect tcp4 203.0.113.10:443")
+	rep := f.client.Do(t, connectAction("tcp4", "203.0.113.10:443"))
 	if rep.Err != "" {
 		t.Fatal(rep.Err)
 	}
@@ -487,7 +496,7 @@ func TestRedirectUnprivilegedClient(t *testing.T) {
 	if o.UID != nobody || o.PID != uint32(f.client.Pid) || o.CgroupID != f.cg.ID {
 		t.Errorf("origin %+v, want uid %d pid %d cgroup %d", o, nobody, f.client.Pid, f.cg.ID)
 	}
-	if rep := f.client.do(t, "raw"); rep.Errno != "EPERM" {
+	if rep := f.client.Do(t, rawSocketAction); rep.Errno != "EPERM" {
 		t.Errorf("raw socket as nobody: %q (%s), want EPERM", rep.Errno, rep.Err)
 	}
 }

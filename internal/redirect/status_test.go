@@ -20,7 +20,7 @@ func TestQueryCgroup(t *testing.T) {
 	defer r.Close()
 
 	// A child cgroup inherits the programs: they are effective there too.
-	child := newRedirTestCgroupUnder(t, f.cg.Path)
+	child := testenv.NewCgroupUnder(t, f.cg.Path).Path
 	for _, cg := range []string{f.cg.Path, child} {
 		st, err := QueryCgroup(cg, f.pinDir)
 		if err != nil {
@@ -75,8 +75,8 @@ func TestQueryCgroup(t *testing.T) {
 // a slice. The next Install attaches to the new cgroup.
 func TestInstallAfterCgroupRecreated(t *testing.T) {
 	testenv.RequireRoot(t)
-	cg := newRedirTestCgroup(t)
-	pinDir := newRedirTestPinDir(t)
+	cg := testenv.NewCgroup(t)
+	pinDir := NewTestPinDir(t)
 	cfg := Config{Cgroup: cg.Path, PinDir: pinDir, Proxy: netip.MustParseAddrPort("127.0.0.1:15443")}
 	r, err := Install(cfg)
 	if err != nil {

@@ -89,7 +89,7 @@ func testUnrecordedInjected(t *testing.T, f *redirectFixture, network, dst strin
 	defer r.Close()
 	setUnrecordedGate(t, filepath.Join(f.pinDir, snowgateMapSgUnrecorded), gate)
 
-	rep := f.client.do(t, "connect "+network+" "+dst)
+	rep := f.client.Do(t, connectAction(network, dst))
 	if rep.Err != "" {
 		t.Fatalf("connect %s %s: %s", network, dst, rep.Err)
 	}
@@ -105,7 +105,7 @@ func testUnrecordedInjected(t *testing.T, f *redirectFixture, network, dst strin
 		// otherwise retransmit its FIN for minutes.
 		_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
 		unix.Close(fd)
-		f.client.do(t, "close")
+		f.client.Do(t, closeAction)
 	}()
 	markUnrecorded(t, r, fd)
 
@@ -170,7 +170,7 @@ func testUnrecordedByFullMap(t *testing.T, f *redirectFixture, network, dst stri
 
 	// A short send timeout: the SYN is dropped, so the connect can only
 	// time out.
-	rep := f.client.do(t, "connect "+network+" "+dst+" 2")
+	rep := f.client.Do(t, connectActionWithin(network, dst, 2))
 	if rep.Err == "" {
 		t.Fatalf("connect %s %s succeeded (local %s) although its tuple could not be recorded", network, dst, rep.Local)
 	}
@@ -247,17 +247,7 @@ func installWithFullTupleMap(t *testing.T, f *redirectFixture) (*Redirect, *ebpf
 		r    *Redirect
 		gate *ebpf.Map
 	)
-	// In the client's namespace, as f.install does: its cookie is the
-	// "host" cookie.
-	err := inNetns(t, f.client.Netns, func() error {
-		cfg, err := f.cfg.withDefaults()
-		if err != nil {
-			return err
-		}
-		cookie, err := hostNetnsCookie()
-		if err != nil {
-			return err
-		}
+	err := f.inHostNetns(func(cfg Config, cookie uint64) error {
 		spec, err := newSpec(cfg, cookie)
 		if err != nil {
 			return err
@@ -358,7 +348,7 @@ func clientSocket(t *testing.T, pid int, local string) int {
 			t.Fatalf("pidfd_getfd %d of %d: %v", n, pid, err)
 		}
 		if sa, err := unix.Getsockname(fd); err == nil {
-			s := sockaddrString(sa)
+			s := testenv.SockaddrString(sa)
 			if s == local {
 				return fd
 			}

@@ -29,15 +29,7 @@ const prevObject = "testdata/snowgate_prev.bpf.o"
 // did.
 func installPrevious(t *testing.T, f *redirectFixture) {
 	t.Helper()
-	err := inNetns(t, f.client.Netns, func() error {
-		cfg, err := f.cfg.withDefaults()
-		if err != nil {
-			return err
-		}
-		cookie, err := hostNetnsCookie()
-		if err != nil {
-			return err
-		}
+	err := f.inHostNetns(func(cfg Config, cookie uint64) error {
 		if err := ensureBPFFS(f.pinDir); err != nil {
 			return err
 		}
@@ -94,15 +86,7 @@ func cgroupFD(t *testing.T, path string) int {
 // generation, as Install's in-order update has done at some instant.
 func upgradeHooks(t *testing.T, f *redirectFixture, names ...string) {
 	t.Helper()
-	err := inNetns(t, f.client.Netns, func() error {
-		cfg, err := f.cfg.withDefaults()
-		if err != nil {
-			return err
-		}
-		cookie, err := hostNetnsCookie()
-		if err != nil {
-			return err
-		}
+	err := f.inHostNetns(func(cfg Config, cookie uint64) error {
 		spec, err := newSpec(cfg, cookie)
 		if err != nil {
 			return err
@@ -173,7 +157,7 @@ func TestUpgradeFromPreviousGeneration(t *testing.T) {
 	// one) and checks both ends.
 	connect := func(t *testing.T, stage string) (netip.AddrPort, net.Conn) {
 		t.Helper()
-		rep := f.client.do(t, "connect tcp4 "+dst)
+		rep := f.client.Do(t, connectAction("tcp4", dst))
 		if rep.Err != "" {
 			t.Fatalf("%s: connect: %s", stage, rep.Err)
 		}
@@ -193,7 +177,7 @@ func TestUpgradeFromPreviousGeneration(t *testing.T) {
 
 	// The window: new sockops and getpeername, old connect4.
 	upgradeHooks(t, f, "sockops", "getpeername4", "getpeername6")
-	if rep := f.client.do(t, "peer"); rep.Peer != dst {
+	if rep := f.client.Do(t, peerAction); rep.Peer != dst {
 		t.Errorf("getpeername of the old connection under the new getpeername4: %+v, want %s", rep, dst)
 	}
 	// Connecting again closes the old connection: the new sockops removes
@@ -205,7 +189,7 @@ func TestUpgradeFromPreviousGeneration(t *testing.T) {
 	// The rest of the upgrade, as Install does it.
 	r2 := f.install(t)
 	defer r2.Close()
-	if rep := f.client.do(t, "peer"); rep.Peer != dst {
+	if rep := f.client.Do(t, peerAction); rep.Peer != dst {
 		t.Errorf("getpeername after the upgrade: %+v, want %s", rep, dst)
 	}
 	if o, err := r.Lookup(winPeer); err != nil || o != want {
@@ -214,6 +198,6 @@ func TestUpgradeFromPreviousGeneration(t *testing.T) {
 	newPeer, newConn := connect(t, "new programs")
 	defer newConn.Close()
 	lookupGone(t, r, winPeer)
-	f.client.do(t, "close")
+	f.client.Do(t, closeAction)
 	lookupGone(t, r, newPeer)
 }

@@ -131,7 +131,7 @@ func NewCgroup(tb testing.TB) *Cgroup {
 // NewCgroupUnder creates a uniquely named cgroup below parent.
 func NewCgroupUnder(tb testing.TB, parent string) *Cgroup {
 	tb.Helper()
-	return newCgroupAt(tb, filepath.Join(parent, "snowgate-test-"+randomName(tb)))
+	return newCgroupAt(tb, filepath.Join(parent, "snowgate-test-"+RandomName(tb)))
 }
 
 // Child creates a child cgroup named name below c (the "delegated subtree"
@@ -257,7 +257,9 @@ func (c *Cgroup) remove() error {
 	return nil
 }
 
-func randomName(tb testing.TB) string {
+// RandomName is 12 random hex digits, for names of things a test creates in
+// places other tests share (cgroups, interfaces, pin directories).
+func RandomName(tb testing.TB) string {
 	var b [6]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		tb.Fatal(err)

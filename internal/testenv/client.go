@@ -65,6 +65,24 @@ const (
 	// Failed count them; Err is the first failure. A connect succeeds when
 	// what it read contains Expect.
 	OpConnectLoop = "connect-loop"
+	// OpReconnect: one TCP socket connects to Addr, which must fail, then
+	// to Then (Linux lets a socket connect again after a failed connect).
+	// FirstErrno is the first connect's error. It never reads; with Hold
+	// a Session keeps the socket.
+	OpReconnect = "reconnect"
+	// OpResolve: a real DNS A query for Name to Addr over Network "udp" or
+	// "tcp" (a connected socket, as Go's and glibc's resolvers use).
+	// Received is the rcode and the A records: "NOERROR 192.0.2.1,...".
+	OpResolve = "resolve"
+	// OpTLSHandshake: connect to Addr and run a TLS handshake with server
+	// name Name, the server's certificate not verified (what is under test
+	// happens before, or regardless of, the server's answer). Peer is the
+	// connection's remote address.
+	OpTLSHandshake = "tls-handshake"
+	// OpPeer: getpeername of the socket a Session holds (see Hold).
+	OpPeer = "peer"
+	// OpClose: close the socket a Session holds.
+	OpClose = "close"
 )
 
 // ClientAction is one thing a client process does.
@@ -103,6 +121,17 @@ type ClientAction struct {
 	Expect        string `json:"expect,omitempty"`
 	// Nested is the action OpUnshare runs.
 	Nested *ClientAction `json:"nested,omitempty"`
+	// Hold, for the ops that connect a socket (OpConnect, OpFastOpen,
+	// OpFastOpenConnect, OpIOUringConnect, OpDNSConnected, OpReconnect),
+	// stops after connecting (and writing Send): nothing is read, and the
+	// connected socket stays open. In a Session it becomes the held socket, which
+	// OpPeer and OpClose act on, replacing (and closing) the one held
+	// before; a failed connect leaves the held socket alone.
+	Hold bool `json:"hold,omitempty"`
+	// Then is OpReconnect's second destination.
+	Then string `json:"then,omitempty"`
+	// Name is OpResolve's query name and OpTLSHandshake's server name.
+	Name string `json:"name,omitempty"`
 	// TimeoutSec bounds each blocking step (default 20).
 	TimeoutSec int `json:"timeout_sec,omitempty"`
 }
@@ -142,6 +171,8 @@ type ClientResult struct {
 	Done     int            `json:"done,omitempty"`
 	Failed   int            `json:"failed,omitempty"`
 	Failures map[string]int `json:"failures,omitempty"`
+	// FirstErrno is the error of OpReconnect's first connect.
+	FirstErrno string `json:"first_errno,omitempty"`
 }
 
 // OK reports whether the action succeeded.
@@ -253,7 +284,7 @@ func runClientProcess(spec string) {
 	if err := json.Unmarshal([]byte(spec), &a); err != nil {
 		r.Err = "bad action: " + err.Error()
 	} else {
-		r = a.run()
+		r = newClientState().run(a)
 	}
 	r.Op = a.Op
 	r.PID, r.UID, r.GID = os.Getpid(), os.Getuid(), os.Getgid()
@@ -303,6 +334,15 @@ func (a ClientAction) timeout() time.Duration {
 	return 20 * time.Second
 }
 
+// endpoint parses Addr and maps Network to socket(2) arguments.
+func (a ClientAction) endpoint() (ap netip.AddrPort, family, typ, proto int, err error) {
+	if ap, err = netip.ParseAddrPort(a.Addr); err != nil {
+		return ap, 0, 0, 0, err
+	}
+	family, typ, proto, err = socketArgs(a.Network)
+	return ap, family, typ, proto, err
+}
+
 // socketArgs maps a Network name to socket(2) arguments.
 func socketArgs(network string) (family, typ, proto int, err error) {
 	family = unix.AF_INET
@@ -346,8 +386,44 @@ func SockaddrString(sa unix.Sockaddr) string {
 	return fmt.Sprintf("%v", sa)
 }
 
-func (a ClientAction) run() ClientResult {
+// clientState is what a client process keeps between actions: the socket
+// it holds (Hold), or -1.
+type clientState struct {
+	held int
+}
+
+func newClientState() *clientState { return &clientState{held: -1} }
+
+// hold makes fd the held socket, closing the one held before.
+func (s *clientState) hold(fd int) {
+	s.closeHeld()
+	s.held = fd
+}
+
+func (s *clientState) closeHeld() {
+	if s.held >= 0 {
+		unix.Close(s.held)
+		s.held = -1
+	}
+}
+
+func (s *clientState) run(a ClientAction) ClientResult {
 	switch a.Op {
+	case OpPeer:
+		pa, err := unix.Getpeername(s.held)
+		if err != nil {
+			return fail("getpeername", err)
+		}
+		return ClientResult{Peer: SockaddrString(pa)}
+	case OpClose:
+		s.closeHeld()
+		return ClientResult{}
+	case OpReconnect:
+		return a.reconnect(s)
+	case OpResolve:
+		return a.resolve()
+	case OpTLSHandshake:
+		return a.tlsHandshake()
 	case OpSocket:
 		fd, err := unix.Socket(a.Family, a.Type|unix.SOCK_CLOEXEC, a.Proto)
 		if err != nil {
@@ -370,11 +446,7 @@ func (a ClientAction) run() ClientResult {
 	case OpReceivedFDConnect:
 		return a.receivedFDConnect()
 	}
-	ap, err := netip.ParseAddrPort(a.Addr)
-	if err != nil {
-		return ClientResult{Stage: "args", Err: err.Error()}
-	}
-	family, typ, proto, err := socketArgs(a.Network)
+	ap, family, typ, proto, err := a.endpoint()
 	if err != nil {
 		return ClientResult{Stage: "args", Err: err.Error()}
 	}
@@ -385,7 +457,12 @@ func (a ClientAction) run() ClientResult {
 	if err != nil {
 		return fail("socket", err)
 	}
-	defer unix.Close(fd)
+	held := false
+	defer func() {
+		if !held {
+			unix.Close(fd)
+		}
+	}()
 	tv := unix.NsecToTimeval(a.timeout().Nanoseconds())
 	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
 	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
@@ -398,34 +475,38 @@ func (a ClientAction) run() ClientResult {
 	}
 	sa := sockaddr(ap, family)
 	switch a.Op {
-	case OpConnect, OpFastOpenConnect, OpIOUringConnect, OpDNSConnected:
+	case OpConnect, OpFastOpen, OpFastOpenConnect, OpIOUringConnect, OpDNSConnected:
 		if a.Op == OpFastOpenConnect {
 			if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_FASTOPEN_CONNECT, 1); err != nil {
 				return merge(r, fail("setsockopt", err))
 			}
 		}
 		var err error
-		if a.Op == OpIOUringConnect {
+		switch a.Op {
+		case OpIOUringConnect:
 			err = ioUringConnect(fd, sa)
 			if err != nil && errors.Is(err, errIOUringSetup) {
 				return merge(r, fail("io_uring_setup", err))
 			}
-		} else {
+		case OpFastOpen:
+			// The connect happens inside sendto, which carries Send.
+			err = unix.Sendto(fd, []byte(a.Send), unix.MSG_FASTOPEN, sa)
+		default:
 			err = connectWait(fd, sa, a.NonBlocking, a.timeout())
 		}
 		if err != nil {
 			return merge(r, fail("connect", err))
 		}
-		if la, err := unix.Getsockname(fd); err == nil {
-			r.Local = SockaddrString(la)
-		}
-		if pa, err := unix.Getpeername(fd); err == nil {
-			r.Peer = SockaddrString(pa)
-		}
-		if a.Send != "" {
+		r.noteAddrs(fd)
+		if a.Send != "" && a.Op != OpFastOpen {
 			if err := writeAll(fd, []byte(a.Send), a.timeout()); err != nil {
 				return merge(r, fail("send", err))
 			}
+		}
+		if a.Hold {
+			s.hold(fd)
+			held = true
+			return r
 		}
 		if typ&0xf == unix.SOCK_DGRAM {
 			if a.Op == OpDNSConnected {
@@ -437,22 +518,6 @@ func (a ClientAction) run() ClientResult {
 				r.Received = string(buf[:n])
 			}
 			return r
-		}
-		got, err := readToEOF(fd, a.timeout())
-		r.Received = string(got)
-		if err != nil {
-			return merge(r, fail("recv", err))
-		}
-		return r
-	case OpFastOpen:
-		if err := unix.Sendto(fd, []byte(a.Send), unix.MSG_FASTOPEN, sa); err != nil {
-			return merge(r, fail("connect", err))
-		}
-		if la, err := unix.Getsockname(fd); err == nil {
-			r.Local = SockaddrString(la)
-		}
-		if pa, err := unix.Getpeername(fd); err == nil {
-			r.Peer = SockaddrString(pa)
 		}
 		got, err := readToEOF(fd, a.timeout())
 		r.Received = string(got)
@@ -517,11 +582,7 @@ func (a ClientAction) goDial() ClientResult {
 }
 
 func (a ClientAction) connectLoop() ClientResult {
-	ap, err := netip.ParseAddrPort(a.Addr)
-	if err != nil {
-		return ClientResult{Stage: "args", Err: err.Error()}
-	}
-	family, typ, proto, err := socketArgs(a.Network)
+	ap, family, typ, proto, err := a.endpoint()
 	if err != nil {
 		return ClientResult{Stage: "args", Err: err.Error()}
 	}
@@ -648,6 +709,17 @@ func SendSocket(network, path string, timeout time.Duration) error {
 	}
 }
 
+// noteAddrs records the socket's local and peer addresses (getsockname,
+// getpeername) where it has them.
+func (r *ClientResult) noteAddrs(fd int) {
+	if la, err := unix.Getsockname(fd); err == nil {
+		r.Local = SockaddrString(la)
+	}
+	if pa, err := unix.Getpeername(fd); err == nil {
+		r.Peer = SockaddrString(pa)
+	}
+}
+
 // merge keeps what r learned (socket options, addresses) in a failure.
 func merge(r, f ClientResult) ClientResult {
 	f.SockoptErrnos, f.Local, f.Peer, f.Received = r.SockoptErrnos, r.Local, r.Peer, r.Received
@@ -682,6 +754,13 @@ func (a ClientAction) sockopts(fd, family int, r *ClientResult) {
 	if a.BindToDevice != "" {
 		note("SO_BINDTODEVICE", unix.BindToDevice(fd, a.BindToDevice))
 	}
+}
+
+// Connect is a blocking connect(2) of fd to sa that survives signals (a Go
+// test process gets many): an interrupted connect goes on in the kernel, so
+// it waits, up to timeout, for the outcome instead of connecting again.
+func Connect(fd int, sa unix.Sockaddr, timeout time.Duration) error {
+	return connectWait(fd, sa, false, timeout)
 }
 
 // connectWait connects and, for a non-blocking socket or a connect

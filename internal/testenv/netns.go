@@ -245,7 +245,7 @@ type Veth struct {
 func NewContainerNetns(tb testing.TB, host *Netns, hostAddr, containerAddr netip.Prefix) *Veth {
 	tb.Helper()
 	c := NewNetns(tb)
-	v := &Veth{Netns: c, HostAddr: hostAddr, PeerAddr: containerAddr, HostIface: "sgv" + randomName(tb)[:8]}
+	v := &Veth{Netns: c, HostAddr: hostAddr, PeerAddr: containerAddr, HostIface: "sgv" + RandomName(tb)[:8]}
 	err := host.Do(func() error {
 		la := netlink.NewLinkAttrs()
 		la.Name = v.HostIface

@@ -150,6 +150,9 @@ func init() {
 	if a := os.Getenv(clientEnv); a != "" {
 		runClientProcess(a)
 	}
+	if os.Getenv(sessionEnv) == "1" {
+		runSessionProcess()
+	}
 }
 
 // The test binary lives in a directory only root may enter, so an
@@ -186,6 +189,23 @@ func ExecutableCopy(tb testing.TB) string {
 		}
 	})
 	return selfCopy.path
+}
+
+// SharedTempDir creates a temporary directory with permissions perm (0o755,
+// or 0o777 for a client to create files in), removed when the test ends: for
+// files an unprivileged client must reach, as t.TempDir's parent is private
+// to root.
+func SharedTempDir(tb testing.TB, perm os.FileMode) string {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", "snowgate-testenv-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, perm); err != nil {
+		tb.Fatal(err)
+	}
+	return dir
 }
 
 func copySelf() (string, error) {

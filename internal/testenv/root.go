@@ -14,7 +14,10 @@
 // Clients are the test binary itself, re-executed: importing testenv installs
 // (in its init) the launcher that enters the namespace and drops to nobody,
 // and the client that performs one ClientAction and prints a ClientResult.
-// Command runs any other program the same way.
+// Command runs any other program the same way. A Session is one such client
+// that stays up for a series of actions and can keep a connected socket open
+// between them (ClientAction.Hold), for tests that look at a connection from
+// both ends while it lives.
 package testenv
 
 import (
