@@ -281,10 +281,15 @@ func runDaemon(ctx context.Context, o runOptions) error {
 	}
 	d.gateway = gw
 
+	// The gateway serves on a context the stop signal does not cancel:
+	// on SIGTERM, Shutdown drains it (handshakes and requests in progress
+	// finish) before stopServing ends what is left.
+	serveCtx, stopServing := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopServing()
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		if err := gw.Serve(ctx, ln); err != nil {
+		if err := gw.Serve(serveCtx, ln); err != nil {
 			errc <- err
 		}
 	}()
@@ -307,6 +312,7 @@ func runDaemon(ctx context.Context, o runOptions) error {
 	defer scancel()
 	_ = admin.Shutdown(sctx)
 	_ = gw.Shutdown(sctx)
+	stopServing()
 	cancel()
 	wg.Wait()
 	return runErr

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -14,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/snowgate/snowgate/internal/recording"
 	"github.com/snowgate/snowgate/internal/redirect"
 )
 
@@ -203,85 +203,36 @@ func MarshalRedacted(x Exchange) ([]byte, error) {
 	return b, nil
 }
 
-const redacted = "[REDACTED]"
-
-// secretHeaders are redacted wherever they appear (lower case).
-var secretHeaders = map[string]bool{
-	"authorization": true, "proxy-authorization": true, "cookie": true, "set-cookie": true,
-	"x-amz-server-side-encryption-customer-key":     true,
-	"x-amz-server-side-encryption-customer-key-md5": true,
-	"x-ms-encryption-key":                           true,
-	"x-ms-encryption-key-sha256":                    true,
-	"x-goog-encryption-key":                         true,
-	"x-goog-encryption-key-sha256":                  true,
-}
-
+// redactHeader replaces the values of credential headers.
 func redactHeader(h http.Header) http.Header {
 	if h == nil {
 		return nil
 	}
 	out := make(http.Header, len(h))
 	for k, v := range h {
-		if secretHeaders[strings.ToLower(k)] {
-			out[k] = []string{redacted}
+		if recording.IsSecretKey(k) {
+			out[k] = []string{recording.Redacted}
 			continue
 		}
-		out[k] = v
+		red := make([]string, len(v))
+		for i, s := range v {
+			red[i] = recording.RedactText(s)
+		}
+		out[k] = red
 	}
 	return out
 }
 
-// secretFields are JSON member names (compared case-insensitively) whose
-// values are credentials: login secrets (protocol notes §3, §10), tokens,
-// result keys, stage credentials and presigned URLs.
-var secretFields = map[string]bool{
-	"password": true, "passcode": true, "token": true, "mastertoken": true,
-	"sessiontoken": true, "oldsessiontoken": true, "idtoken": true, "mfatoken": true,
-	"raw_saml_response": true, "proof_key": true, "ext_authn_duo_method": true,
-	"qrmk": true, "querystagemasterkey": true, "chunkheaders": true,
-	"creds": true, "aws_key_id": true, "aws_secret_key": true, "aws_token": true,
-	"azure_sas_token": true, "gcs_access_token": true, "presignedurl": true,
-	"url": true, "private_key": true, "privatekey": true, "client_secret": true,
-	"x-amz-server-side-encryption-customer-key": true,
-}
-
-// redactBody returns the JSON body with secrets replaced, or a JSON string
-// summarising a non-JSON body.
+// redactBody returns the JSON body with secrets removed by the recorder's
+// own redactor (secret members, credentials in SQL text and URLs), or a JSON
+// string summarising a body that is not JSON (a result chunk).
 func redactBody(b []byte) json.RawMessage {
 	if len(b) == 0 {
 		return nil
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil || dec.More() {
+	if !json.Valid(b) {
 		s, _ := json.Marshal(fmt.Sprintf("<%d bytes, not JSON>", len(b)))
 		return s
 	}
-	out, err := json.Marshal(redactValue(v))
-	if err != nil {
-		s, _ := json.Marshal(fmt.Sprintf("<%d bytes>", len(b)))
-		return s
-	}
-	return out
-}
-
-func redactValue(v any) any {
-	switch t := v.(type) {
-	case map[string]any:
-		for k, val := range t {
-			if secretFields[strings.ToLower(k)] {
-				if val != nil {
-					t[k] = redacted
-				}
-				continue
-			}
-			t[k] = redactValue(val)
-		}
-	case []any:
-		for i := range t {
-			t[i] = redactValue(t[i])
-		}
-	}
-	return v
+	return recording.RedactJSON(b)
 }

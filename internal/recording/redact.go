@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/url"
 	"regexp"
+	"sort"
 	"strings"
 )
 
@@ -28,10 +29,12 @@ var secretKeys = map[string]bool{
 	"x-ms-encryption-key-sha256":                    true,
 	"x-goog-encryption-key":                         true,
 	"x-goog-encryption-key-sha256":                  true,
-	"authorization":                                 true,
-	"proxy-authorization":                           true,
-	"cookie":                                        true,
-	"set-cookie":                                    true,
+	"mfatoken":                                      true, "proof_key": true, "raw_saml_response": true, "ext_authn_duo_method": true,
+	"client_secret": true, "presignedurl": true,
+	"authorization":       true,
+	"proxy-authorization": true,
+	"cookie":              true,
+	"set-cookie":          true,
 }
 
 // secretParams are URL query parameters that carry signatures or
@@ -46,6 +49,14 @@ var secretParams = map[string]bool{
 
 // IsSecretKey reports whether a JSON key or header name holds a secret.
 func IsSecretKey(name string) bool { return secretKeys[strings.ToLower(name)] }
+
+// isSecretParam reports whether a URL query parameter holds a secret: the
+// listed ones, and any whose name ends in "signature", "credential" or
+// "token" (providers and the emulator name their signatures differently).
+func isSecretParam(name string) bool {
+	n := strings.ToLower(name)
+	return secretParams[n] || strings.HasSuffix(n, "signature") || strings.HasSuffix(n, "credential") || strings.HasSuffix(n, "token")
+}
 
 // RedactRecord removes secrets from every field of rec that can hold one:
 // headers, the URL path, SQL text, bindings, body, error and note text.
@@ -135,7 +146,7 @@ func RedactURL(s string) string {
 	}
 	changed := false
 	for k := range q {
-		if secretParams[strings.ToLower(k)] {
+		if isSecretParam(k) {
 			q[k] = []string{Redacted}
 			changed = true
 		}
@@ -150,9 +161,20 @@ var (
 	urlPattern = regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.-]*://[^\s"'<>]+`)
 	// key = 'value' (SQL), key: value, "key":"value" in free text.
 	sqlSecretPattern  = regexp.MustCompile(`(?i)\b(PASSWORD|TOKEN|AWS_KEY_ID|AWS_SECRET_KEY|AWS_TOKEN|AZURE_SAS_TOKEN|MASTER_KEY|PRIVATE_KEY|SECRET_STRING|API_KEY|CLIENT_SECRET|OAUTH_CLIENT_SECRET|OAUTH_REFRESH_TOKEN)(\s*=\s*)('(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.)*"|\$\$.*?\$\$|[^\s,)]+)`)
-	jsonSecretPattern = regexp.MustCompile(`(?i)("(?:password|passcode|token|masterToken|sessionToken|idToken|qrmk|queryStageMasterKey|AWS_SECRET_KEY|AWS_KEY_ID|AWS_TOKEN|AZURE_SAS_TOKEN|GCS_ACCESS_TOKEN|x-amz-server-side-encryption-customer-key)"\s*:\s*)"(?:[^"\\]|\\.)*"`)
+	jsonSecretPattern = jsonSecretRegexp()
 	bearerPattern     = regexp.MustCompile(`(?i)\b(Snowflake Token="|Bearer\s+)[^"\s]+`)
 )
+
+// jsonSecretRegexp matches `"key": "value"` in free text for every key of
+// secretKeys, so text and JSON redaction know the same secrets.
+func jsonSecretRegexp() *regexp.Regexp {
+	keys := make([]string, 0, len(secretKeys))
+	for k := range secretKeys {
+		keys = append(keys, regexp.QuoteMeta(k))
+	}
+	sort.Strings(keys)
+	return regexp.MustCompile(`(?i)("(?:` + strings.Join(keys, "|") + `)"\s*:\s*)"(?:[^"\\]|\\.)*"`)
+}
 
 // RedactSQL replaces the values of credential options in SQL text
 // (PASSWORD = '…', CREDENTIALS = (AWS_SECRET_KEY = '…'), MASTER_KEY = '…').
