@@ -968,7 +968,7 @@ admin:
 		return string(out), err
 	}
 
-	cmd := testenv.Command(t, testenv.Proc{Netns: ns, Root: true}, bin, "run", "--config", cfgFile, "--pin-dir", pinDir)
+	cmd := testenv.Command(t, testenv.Proc{Netns: ns, Root: true}, bin, "--log-level", "debug", "run", "--config", cfgFile, "--pin-dir", pinDir)
 	var logs lockedBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
@@ -1476,7 +1476,7 @@ admin:
 			tc.secret(secrets)
 			pinDir := filepath.Join("/sys/fs/bpf", "snowgate-secretscfg-"+secretHex(6))
 			t.Cleanup(func() { _ = redirect.Uninstall(pinDir) })
-			run := testenv.Command(t, testenv.Proc{Netns: ns, Root: true}, bin, "run", "--config", cfgFile, "--pin-dir", pinDir)
+			run := testenv.Command(t, testenv.Proc{Netns: ns, Root: true}, bin, "--log-level", "debug", "run", "--config", cfgFile, "--pin-dir", pinDir)
 			var out lockedBuffer
 			run.Stdout, run.Stderr = &out, &out
 			if err := run.Start(); err != nil {
