@@ -3,6 +3,8 @@ package recording
 import (
 	"bytes"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
@@ -11,7 +13,8 @@ import (
 // DecodeArrow reads an Arrow IPC stream (a Snowflake result chunk or inline
 // rowsetBase64) into display rows: each cell is its Arrow value rendered as
 // text, nil for NULL. Values stay as Snowflake sent them (a NUMBER(10,2) is
-// its scaled integer; the column type says the scale).
+// its scaled integer in the stream; it is shown with its decimal point, from
+// the field's "scale" metadata).
 //
 // The gateway never decodes Arrow: it records chunks as they came. Readers
 // decode recorded chunks, which reach them only through the verified hash
@@ -34,12 +37,20 @@ func DecodeArrow(data []byte) (cols []Column, rows [][]*string, err error) {
 		return nil, nil, fmt.Errorf("arrow stream: %w", err)
 	}
 	defer rd.Release()
+	var scales []int
 	for _, f := range rd.Schema().Fields() {
 		typ := f.Type.String()
 		if lt, ok := f.Metadata.GetValue("logicalType"); ok {
 			typ = lt
 		}
 		cols = append(cols, Column{Name: f.Name, Type: typ})
+		scale := 0
+		if sc, ok := f.Metadata.GetValue("scale"); ok && typ == "FIXED" && isIntegerType(f.Type) {
+			if n, err := strconv.Atoi(sc); err == nil && n > 0 && n <= 38 {
+				scale = n
+			}
+		}
+		scales = append(scales, scale)
 	}
 	for rd.Next() {
 		rec := rd.RecordBatch()
@@ -55,6 +66,9 @@ func DecodeArrow(data []byte) (cols []Column, rows [][]*string, err error) {
 					continue
 				}
 				s := cellString(col, i)
+				if scales[c] > 0 {
+					s = withScale(s, scales[c])
+				}
 				rows[base+i][c] = &s
 			}
 		}
@@ -66,6 +80,31 @@ func DecodeArrow(data []byte) (cols []Column, rows [][]*string, err error) {
 }
 
 func cellString(col arrow.Array, i int) string { return col.ValueStr(i) }
+
+// isIntegerType reports whether t is a signed integer type, the form
+// Snowflake uses for a NUMBER with scale that fits in 64 bits.
+func isIntegerType(t arrow.DataType) bool {
+	switch t.ID() {
+	case arrow.INT8, arrow.INT16, arrow.INT32, arrow.INT64:
+		return true
+	}
+	return false
+}
+
+// withScale places the decimal point of a scaled integer: "12050" with
+// scale 2 is "120.50", "-5" with scale 3 is "-0.005".
+func withScale(digits string, scale int) string {
+	neg := strings.HasPrefix(digits, "-")
+	digits = strings.TrimPrefix(digits, "-")
+	if len(digits) <= scale {
+		digits = strings.Repeat("0", scale-len(digits)+1) + digits
+	}
+	out := digits[:len(digits)-scale] + "." + digits[len(digits)-scale:]
+	if neg {
+		out = "-" + out
+	}
+	return out
+}
 
 // ResultRows returns the rows a result record holds: its JSON rows, or its
 // Arrow data decoded.

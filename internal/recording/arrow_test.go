@@ -46,3 +46,23 @@ func TestDecodeArrow(t *testing.T) {
 		t.Fatal("garbage decoded")
 	}
 }
+
+func TestWithScale(t *testing.T) {
+	for _, tc := range []struct {
+		in    string
+		scale int
+		want  string
+	}{
+		{"12050", 2, "120.50"},
+		{"9999", 2, "99.99"},
+		{"5", 2, "0.05"},
+		{"-5", 3, "-0.005"},
+		{"0", 2, "0.00"},
+		{"-12050", 2, "-120.50"},
+		{"100", 2, "1.00"},
+	} {
+		if got := withScale(tc.in, tc.scale); got != tc.want {
+			t.Errorf("withScale(%q, %d) = %q, want %q", tc.in, tc.scale, got, tc.want)
+		}
+	}
+}
