@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -25,6 +24,7 @@ import (
 	_ "github.com/snowflakedb/gosnowflake"
 
 	"github.com/snowgate/snowgate/internal/emulator/emulatortest"
+	"github.com/snowgate/snowgate/internal/testenv"
 )
 
 // buildEmulator compiles the command into a temporary directory.
@@ -41,52 +41,28 @@ func buildEmulator(t testing.TB) string {
 // startEmulator runs the binary and returns the URL it printed.
 func startEmulator(t testing.TB, bin string, args ...string) (*exec.Cmd, string) {
 	t.Helper()
+	p, addr := startEmulatorProc(t, bin, args...)
+	return p.Cmd, addr
+}
+
+// startEmulatorProc is startEmulator for a test that waits for the exit.
+func startEmulatorProc(t testing.TB, bin string, args ...string) (*testenv.Piped, string) {
+	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Stderr = os.Stderr
 	if !testing.Verbose() {
 		cmd.Stderr = nil
 	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
+	p := testenv.StartPiped(t, cmd)
+	// Runs before StartPiped's own cleanup: SIGTERM first, so the emulator
+	// removes its temporary directory.
+	t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGTERM) })
+	line := p.Line(t, 60*time.Second, func(string) bool { return true })
+	addr, found := strings.CutPrefix(line, "listening on ")
+	if !found {
+		t.Fatalf("first line %q, want \"listening on URL\"", line)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start: %v", err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState != nil {
-			return
-		}
-		// SIGTERM first, so the emulator removes its temporary directory.
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
-	lines := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		if sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	select {
-	case line, ok := <-lines:
-		addr, found := strings.CutPrefix(line, "listening on ")
-		if !ok || !found {
-			t.Fatalf("first line %q, want \"listening on URL\"", line)
-		}
-		return cmd, addr
-	case <-time.After(60 * time.Second):
-		t.Fatal("the emulator printed no address")
-	}
-	return nil, ""
+	return p, addr
 }
 
 func TestCommand(t *testing.T) {
@@ -108,7 +84,7 @@ func TestCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	logFile := filepath.Join(dir, "queries.jsonl")
-	cmd, base := startEmulator(t, bin, "--listen", "127.0.0.1:0", "--account", "demo",
+	p, base := startEmulatorProc(t, bin, "--listen", "127.0.0.1:0", "--account", "demo",
 		"--user", "alice=pw1", "--public-key", "svc="+pubFile, "--pat", "bob=pat1",
 		"--query-log", logFile, "--fault", "query,status=503,count=1")
 	u, err := url.Parse(base)
@@ -140,18 +116,11 @@ func TestCommand(t *testing.T) {
 			}
 		})
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v", err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("no exit after SIGTERM")
+	if err := p.Wait(t, 60*time.Second); err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
 	}
 	data, err := os.ReadFile(logFile)
 	if err != nil {

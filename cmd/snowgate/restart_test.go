@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -207,9 +206,44 @@ func newRestartEnv(t *testing.T) *restartEnv {
 		t.Fatal(err)
 	}
 	installBinary(t, built, e.bin)
+	s := e.setUp(t, "snowgate-restarttest-")
+	tok := oidctest.GitHub("snowgate", "acme", "1", "app", "2")
+	tok.Lifetime = 30 * time.Minute
+	e.dsn = restartAccount + ":443/?" + workloadTokenParams(s.issuer.Sign(t, tok))
+	// The state directory exists, as systemd's StateDirectory= makes it.
+	if err := os.MkdirAll(filepath.Join(e.dir, "state"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	e.writeConfig(t, s, fmt.Sprintf(`  # Sessions continue across restarts: saved at exit and before a
+  # hand-over, loaded at start.
+  state_file: %s
+  sessions:
+    state_file: %s
+`, filepath.Join(e.dir, "state", "identity.json"), filepath.Join(e.dir, "state", "sessions.json")),
+		"restart-rule", fmt.Sprintf(`recording:
+  dir: %s
+`, filepath.Join(e.dir, "recordings")))
+	return e
+}
+
+// daemonSetUp is what restartEnv.setUp made besides the fields of the
+// environment.
+type daemonSetUp struct {
+	caKey, svcKeyFile string
+	upstream          *emulatortest.Instance
+	issuer            *oidctest.Issuer
+}
+
+// setUp makes what every daemon of these tests needs, in e.dir with e.bin
+// set: the gateway CA, the agents' cgroup, the namespace, a pin directory
+// named pinPrefix and a random suffix, the service user's key pair, the
+// emulator upstream in the namespace (the service user's key registered),
+// a workload token issuer, and the admin HTTP client into the namespace.
+func (e *restartEnv) setUp(t *testing.T, pinPrefix string) *daemonSetUp {
+	t.Helper()
+	s := &daemonSetUp{caKey: filepath.Join(e.dir, "ca.key"), svcKeyFile: filepath.Join(e.dir, "svc.p8")}
 	e.certFile = filepath.Join(e.dir, "ca.pem")
-	keyFile := filepath.Join(e.dir, "ca.key")
-	if out, err := runSnowgate(t, e.bin, "ca", "init", "--cert", e.certFile, "--key", keyFile); err != nil {
+	if out, err := runSnowgate(t, e.bin, "ca", "init", "--cert", e.certFile, "--key", s.caKey); err != nil {
 		t.Fatalf("ca init: %v\n%s", err, out)
 	}
 	e.cg = testenv.NewCgroup(t)
@@ -218,7 +252,7 @@ func newRestartEnv(t *testing.T) *restartEnv {
 	if _, err := rand.Read(suffix[:]); err != nil {
 		t.Fatal(err)
 	}
-	e.pinDir = filepath.Join("/sys/fs/bpf", "snowgate-restarttest-"+hex.EncodeToString(suffix[:]))
+	e.pinDir = filepath.Join("/sys/fs/bpf", pinPrefix+hex.EncodeToString(suffix[:]))
 	t.Cleanup(func() { _ = redirect.Uninstall(e.pinDir) })
 	// The gateway logs in with its own key pair; the agent presents a CI
 	// workload token from a test issuer.
@@ -230,31 +264,54 @@ func newRestartEnv(t *testing.T) *restartEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p8 := filepath.Join(e.dir, "svc.p8")
-	if err := os.WriteFile(p8, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+	if err := os.WriteFile(s.svcKeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var inst *emulatortest.Instance
 	if err := e.ns.Do(func() error {
-		inst = emulatortest.Start(t, emulator.Config{Account: "acme", PublicKeys: map[string]crypto.PublicKey{"SVC": &svcKey.PublicKey}})
+		s.upstream = emulatortest.Start(t, emulator.Config{Account: "acme", PublicKeys: map[string]crypto.PublicKey{"SVC": &svcKey.PublicKey}})
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	issuer := oidctest.Start(t)
-	tok := oidctest.GitHub("snowgate", "acme", "1", "app", "2")
-	tok.Lifetime = 30 * time.Minute
+	s.issuer = oidctest.Start(t)
+	e.http = &http.Client{
+		Timeout: 5 * time.Second,
+		Transport: &http.Transport{
+			Proxy:             nil,
+			DisableKeepAlives: true,
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				var c net.Conn
+				err := e.ns.Do(func() error {
+					var err error
+					c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+					return err
+				})
+				return c, err
+			},
+		},
+	}
+	return s
+}
+
+// workloadTokenParams are the DSN parameters of an agent that logs in to
+// the acme account with the workload token tok.
+func workloadTokenParams(tok string) string {
 	v := url.Values{}
 	v.Set("account", "acme")
 	v.Set("authenticator", "WORKLOAD_IDENTITY")
 	v.Set("workloadIdentityProvider", "OIDC")
-	v.Set("token", issuer.Sign(t, tok))
+	v.Set("token", tok)
 	v.Set("loginTimeout", "120")
-	e.dsn = restartAccount + ":443/?" + v.Encode()
-	// The state directory exists, as systemd's StateDirectory= makes it.
-	if err := os.MkdirAll(filepath.Join(e.dir, "state"), 0o700); err != nil {
-		t.Fatal(err)
-	}
+	return v.Encode()
+}
+
+// writeConfig writes e.cfgFile: the redirect, CA, DNS and account sections
+// of s, the identity stage with identity (its own lines, indented two
+// spaces) before s's issuer, one rule for the agents' token named rule,
+// then recording (the recording section and what follows it) and the admin
+// listener.
+func (e *restartEnv) writeConfig(t *testing.T, s *daemonSetUp, identity, rule, recording string) {
+	t.Helper()
 	cfg := fmt.Sprintf(`intercept:
   cgroup: %[1]s
   proxy_address: %[2]s
@@ -273,49 +330,24 @@ accounts:
     upstream_ca_file: %[8]s
     credential: {type: keypair, user: SVC, private_key_file: %[9]s}
 identity:
-  # Sessions continue across restarts: saved at exit and before a
-  # hand-over, loaded at start.
-  state_file: %[14]s
-  sessions:
-    state_file: %[15]s
-  issuers:
+%[12]s  issuers:
     - name: ci
       issuer: %[10]s
       audiences: [snowgate]
       keys: {source: jwks_file, file: %[11]s}
 rules:
-  - name: restart-rule
+  - name: %[13]s
     match: {issuer: ci, claims: {repository: acme/app}}
     account: acme
     snowflake: {role: R}
-recording:
-  dir: %[12]s
-admin:
-  listen: %[13]s
-`, e.cg.Path, restartProxy, e.certFile, keyFile, restartAccount, restartSnowIP, inst.URL, inst.CAFile, p8,
-		issuer.URL, issuer.WriteJWKSFile(t), filepath.Join(e.dir, "recordings"), restartAdmin,
-		filepath.Join(e.dir, "state", "identity.json"), filepath.Join(e.dir, "state", "sessions.json"))
+%[14]sadmin:
+  listen: %[15]s
+`, e.cg.Path, restartProxy, e.certFile, s.caKey, restartAccount, restartSnowIP, s.upstream.URL, s.upstream.CAFile, s.svcKeyFile,
+		s.issuer.URL, s.issuer.WriteJWKSFile(t), identity, rule, recording, restartAdmin)
 	e.cfgFile = filepath.Join(e.dir, "snowgate.yaml")
 	if err := os.WriteFile(e.cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e.http = &http.Client{
-		Timeout: 5 * time.Second,
-		Transport: &http.Transport{
-			Proxy:             nil,
-			DisableKeepAlives: true,
-			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				var c net.Conn
-				err := e.ns.Do(func() error {
-					var err error
-					c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-					return err
-				})
-				return c, err
-			},
-		},
-	}
-	return e
 }
 
 // installBinary copies src to dst through a rename, as a package manager
@@ -429,18 +461,28 @@ func waitExit(t *testing.T, d *daemonProc, what string) {
 
 // agent is the restart agent running in the agents' cgroup.
 type agent struct {
-	in  io.WriteCloser
-	out *bufio.Reader
-	cmd *exec.Cmd
+	p *testenv.Piped
 }
 
 func (e *restartEnv) startAgent(t *testing.T) *agent {
 	t.Helper()
+	cmd := e.agentCommand(t, "TestRestartAgentProcess", restartAgentEnv+"="+e.dsn)
+	a := &agent{p: testenv.StartPiped(t, cmd)}
+	if line := a.line(t); line != "ready" {
+		t.Fatalf("agent did not get ready: %q", line)
+	}
+	return a
+}
+
+// agentCommand is the test binary re-executed as the helper process test
+// in the agents' cgroup and the namespace, trusting the gateway CA, with
+// env added to its environment.
+func (e *restartEnv) agentCommand(t *testing.T, test string, env ...string) *exec.Cmd {
+	t.Helper()
 	cmd := testenv.Command(t, testenv.Proc{Cgroup: e.cg, Netns: e.ns, Root: true},
-		os.Args[0], "-test.run=^TestRestartAgentProcess$", "-test.count=1")
+		os.Args[0], "-test.run=^"+test+"$", "-test.count=1")
 	home := t.TempDir()
-	cmd.Env = append(os.Environ(),
-		restartAgentEnv+"="+e.dsn,
+	cmd.Env = append(append(os.Environ(), env...),
 		"SSL_CERT_FILE="+e.certFile,
 		"SSL_CERT_DIR="+home,
 		"HOME="+home,
@@ -448,70 +490,24 @@ func (e *restartEnv) startAgent(t *testing.T) *agent {
 		"SNOWFLAKE_DISABLE_PLATFORM_DETECTION=true",
 	)
 	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	a := &agent{in: in, out: bufio.NewReader(out), cmd: cmd}
-	t.Cleanup(func() {
-		in.Close()
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
-	line, err := a.line(3 * time.Minute)
-	if err != nil || line != "ready" {
-		t.Fatalf("agent did not get ready: %q, %v", line, err)
-	}
-	return a
+	return cmd
 }
 
 // line reads the agent's next line that is not test-framework noise.
-func (a *agent) line(timeout time.Duration) (string, error) {
-	type res struct {
-		s   string
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		for {
-			s, err := a.out.ReadString('\n')
-			s = strings.TrimSpace(s)
-			if err != nil || s == "ready" || strings.HasPrefix(s, "{") {
-				ch <- res{s, err}
-				return
-			}
-		}
-	}()
-	select {
-	case r := <-ch:
-		return r.s, r.err
-	case <-time.After(timeout):
-		return "", fmt.Errorf("no line within %s", timeout)
-	}
+func (a *agent) line(t *testing.T) string {
+	t.Helper()
+	return a.p.Line(t, 3*time.Minute, func(s string) bool {
+		s = strings.TrimSpace(s)
+		return s == "ready" || strings.HasPrefix(s, "{")
+	})
 }
 
 // finish stops the agent and checks its report: work was done, and not one
 // connect was refused, not one connect, look-up or query failed.
 func (a *agent) finish(t *testing.T) restartReport {
 	t.Helper()
-	a.in.Close()
-	line, err := a.line(3 * time.Minute)
-	if err != nil {
-		t.Fatalf("agent report: %v", err)
-	}
+	a.p.Stdin().Close()
+	line := a.line(t)
 	var r restartReport
 	if err := json.Unmarshal([]byte(line), &r); err != nil {
 		t.Fatalf("agent report %q: %v", line, err)

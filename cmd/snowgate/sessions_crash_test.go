@@ -3,20 +3,12 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto"
 	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
 	"database/sql"
-	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"math/big"
-	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,11 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/snowgate/snowgate/internal/emulator"
-	"github.com/snowgate/snowgate/internal/emulator/emulatortest"
 	"github.com/snowgate/snowgate/internal/identity/oidctest"
 	"github.com/snowgate/snowgate/internal/recording"
-	"github.com/snowgate/snowgate/internal/redirect"
 	"github.com/snowgate/snowgate/internal/testenv"
 )
 
@@ -112,104 +101,21 @@ func newCrashEnv(t *testing.T, extra string) *crashEnv {
 	testenv.RequireRoot(t)
 	dir := t.TempDir()
 	e := &crashEnv{restartEnv: &restartEnv{dir: dir, bin: buildSnowgate(t)}}
-	e.certFile = filepath.Join(dir, "ca.pem")
-	caKey := filepath.Join(dir, "ca.key")
-	if out, err := runSnowgate(t, e.bin, "ca", "init", "--cert", e.certFile, "--key", caKey); err != nil {
-		t.Fatalf("ca init: %v\n%s", err, out)
-	}
-	e.cg = testenv.NewCgroup(t)
-	e.ns = testenv.NewNetns(t)
-	var suffix [6]byte
-	if _, err := rand.Read(suffix[:]); err != nil {
-		t.Fatal(err)
-	}
-	e.pinDir = filepath.Join("/sys/fs/bpf", "snowgate-crashtest-"+hex.EncodeToString(suffix[:]))
-	t.Cleanup(func() { _ = redirect.Uninstall(e.pinDir) })
-
-	svcKey, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(svcKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p8 := filepath.Join(dir, "svc.p8")
-	if err := os.WriteFile(p8, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var inst *emulatortest.Instance
-	if err := e.ns.Do(func() error {
-		inst = emulatortest.Start(t, emulator.Config{Account: "acme", PublicKeys: map[string]crypto.PublicKey{"SVC": &svcKey.PublicKey}})
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	e.issuer = oidctest.Start(t)
-	jwks := e.issuer.WriteJWKSFile(t)
+	s := e.setUp(t, "snowgate-crashtest-")
+	e.issuer = s.issuer
 	e.recDir = filepath.Join(dir, "recordings")
 	keyFile := filepath.Join(dir, "state", "signing-key.pem")
 	e.pubFile = keyFile + recording.PublicKeySuffix
-	cfg := fmt.Sprintf(`intercept:
-  cgroup: %[1]s
-  proxy_address: %[2]s
-ca:
-  cert_file: %[3]s
-  key_file: %[4]s
-dns:
-  upstreams: ["127.0.0.1:1"]
-  static:
-    %[5]s: [%[6]s]
-    ocsp.snowflakecomputing.com: [%[6]s]
-accounts:
-  acme:
-    host: %[5]s
-    upstream: %[7]s
-    upstream_ca_file: %[8]s
-    credential: {type: keypair, user: SVC, private_key_file: %[9]s}
-identity:
-  issuers:
-    - name: ci
-      issuer: %[10]s
-      audiences: [snowgate]
-      keys: {source: jwks_file, file: %[11]s}
-rules:
-  - name: crash-rule
-    match: {issuer: ci, claims: {repository: acme/app}}
-    account: acme
-    snowflake: {role: R}
-recording:
-  dir: %[12]s
-  signing_key_file: %[13]s
-%[15]sadmin:
-  listen: %[14]s
-`, e.cg.Path, restartProxy, e.certFile, caKey, restartAccount, restartSnowIP, inst.URL, inst.CAFile, p8,
-		e.issuer.URL, jwks, e.recDir, keyFile, restartAdmin, extra)
-	e.cfgFile = filepath.Join(dir, "snowgate.yaml")
-	if err := os.WriteFile(e.cfgFile, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e.http = &http.Client{
-		Timeout: 5 * time.Second,
-		Transport: &http.Transport{
-			Proxy: nil, DisableKeepAlives: true,
-			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				var c net.Conn
-				err := e.ns.Do(func() error {
-					var err error
-					c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-					return err
-				})
-				return c, err
-			},
-		},
-	}
+	e.writeConfig(t, s, "", "crash-rule", fmt.Sprintf(`recording:
+  dir: %s
+  signing_key_file: %s
+%s`, e.recDir, keyFile, extra))
 	return e
 }
 
 // crashAgent is a running TestSessionsCrashAgentProcess.
 type crashAgent struct {
-	in  io.WriteCloser
+	p   *testenv.Piped
 	got chan string
 	mu  sync.Mutex
 	all []string
@@ -220,37 +126,14 @@ func (e *crashEnv) startCrashAgent(t *testing.T) *crashAgent {
 	t.Helper()
 	tok := oidctest.GitHub("snowgate", "acme", "1", "app", "2")
 	tok.Lifetime = 15 * time.Minute
-	v := url.Values{}
-	v.Set("account", "acme")
-	v.Set("authenticator", "WORKLOAD_IDENTITY")
-	v.Set("workloadIdentityProvider", "OIDC")
 	signed := e.issuer.Sign(t, tok)
 	e.tokens = append(e.tokens, signed)
-	v.Set("token", signed)
-	v.Set("loginTimeout", "120")
-	cmd := testenv.Command(t, testenv.Proc{Cgroup: e.cg, Netns: e.ns, Root: true},
-		os.Args[0], "-test.run=^TestSessionsCrashAgentProcess$", "-test.count=1")
-	home := t.TempDir()
-	cmd.Env = append(os.Environ(),
-		crashAgentEnv+"="+restartAccount+":443/?"+v.Encode(),
-		"SSL_CERT_FILE="+e.certFile, "SSL_CERT_DIR="+home, "HOME="+home,
-		"SF_OCSP_RESPONSE_CACHE_DIR="+home, "SNOWFLAKE_DISABLE_PLATFORM_DETECTION=true",
-	)
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	a := &crashAgent{in: in, got: make(chan string, 1<<16), eof: make(chan struct{})}
+	cmd := e.agentCommand(t, "TestSessionsCrashAgentProcess", crashAgentEnv+"="+restartAccount+":443/?"+workloadTokenParams(signed))
+	cmd.Stderr = nil
+	a := &crashAgent{p: testenv.StartPiped(t, cmd), got: make(chan string, 1<<16), eof: make(chan struct{})}
 	go func() {
 		defer close(a.eof)
-		sc := bufio.NewScanner(out)
+		sc := bufio.NewScanner(a.p.Stdout())
 		for sc.Scan() {
 			if v, ok := strings.CutPrefix(sc.Text(), "got "); ok {
 				a.mu.Lock()
@@ -263,17 +146,6 @@ func (e *crashEnv) startCrashAgent(t *testing.T) *crashAgent {
 			}
 		}
 	}()
-	t.Cleanup(func() {
-		in.Close()
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(60 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
 	return a
 }
 
@@ -293,7 +165,7 @@ func (a *crashAgent) waitResults(t *testing.T, n int) {
 // stop closes the agent's stdin and returns every value it received.
 func (a *crashAgent) stop(t *testing.T) []string {
 	t.Helper()
-	a.in.Close()
+	a.p.Stdin().Close()
 	select {
 	case <-a.eof:
 	case <-time.After(2 * time.Minute):

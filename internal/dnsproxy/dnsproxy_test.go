@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/snowgate/snowgate/internal/testenv"
 )
 
 // upstream is a real authoritative-style DNS server on loopback, UDP and
@@ -30,25 +32,7 @@ type upstream struct {
 func startUpstream(t testing.TB) *upstream {
 	t.Helper()
 	u := &upstream{block: make(chan struct{})}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.addr = pc.LocalAddr().String()
-	var ready sync.WaitGroup
-	ready.Add(2)
-	for _, s := range []*dns.Server{
-		{PacketConn: pc, Net: "udp", Handler: u, NotifyStartedFunc: ready.Done},
-		{Listener: ln, Net: "tcp", Handler: u, NotifyStartedFunc: ready.Done},
-	} {
-		go func() { _ = s.ActivateAndServe() }()
-		t.Cleanup(func() { _ = s.Shutdown() })
-	}
-	ready.Wait()
+	u.addr = testenv.DNSServer(t, nil, u).String()
 	t.Cleanup(func() { close(u.block) })
 	return u
 }

@@ -6,14 +6,12 @@ package gateway_test
 // real gosnowflake driver, or raw TCP/TLS for the refusal cases.
 
 import (
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
 	"crypto/tls"
 	"database/sql"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -28,6 +26,8 @@ import (
 	"time"
 
 	"github.com/snowflakedb/gosnowflake"
+
+	"github.com/snowgate/snowgate/internal/testenv"
 )
 
 const clientEnv = "SNOWGATE_GATEWAY_TEST_CLIENT"
@@ -96,24 +96,18 @@ func TestGatewayClientProcess(t *testing.T) {
 		t.Skip("helper process for the gateway end-to-end tests")
 	}
 	c := &agent{}
-	out := json.NewEncoder(os.Stdout)
-	sc := bufio.NewScanner(os.Stdin)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var cmd clientCmd
-		var r clientReply
-		if err := json.Unmarshal(sc.Bytes(), &cmd); err != nil {
-			r.Err = err.Error()
-		} else {
-			r = c.run(cmd)
+	err := testenv.ServePiped(os.Stdin, os.Stdout, func(cmd clientCmd, err error) clientReply {
+		if err != nil {
+			return clientReply{Err: err.Error()}
 		}
-		if err := out.Encode(r); err != nil {
-			os.Exit(3)
-		}
-	}
+		return c.run(cmd)
+	})
 	if c.conn != nil {
 		c.conn.Close()
 		c.db.Close()
+	}
+	if err != nil {
+		os.Exit(3)
 	}
 	os.Exit(0)
 }

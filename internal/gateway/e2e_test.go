@@ -6,7 +6,6 @@ import (
 	"crypto"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -308,8 +307,11 @@ func (w testWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// agentProc is a running client process in the agents' cgroup.
+// agentProc is a running client process in the agents' cgroup. cmd, in
+// and out are its Piped's command, stdin and stdout, for tests that drive
+// it themselves.
 type agentProc struct {
+	p   *testenv.Piped
 	cmd *exec.Cmd
 	in  io.WriteCloser
 	out *bufio.Reader
@@ -333,79 +335,32 @@ func startClientProc(t testing.TB, p testenv.Proc, caFile string) *agentProc {
 		"SF_OCSP_RESPONSE_CACHE_DIR="+home,
 		"SNOWFLAKE_DISABLE_PLATFORM_DETECTION=true",
 	)
-	in, out := startPiped(t, cmd)
-	return &agentProc{cmd: cmd, in: in, out: out}
+	proc := startPipedProc(t, cmd)
+	return &agentProc{p: proc, cmd: cmd, in: proc.Stdin(), out: proc.Stdout()}
 }
 
-// startPiped starts a helper process driven through its stdin and read on
-// its stdout. At cleanup its stdin is closed, which tells it to exit; it is
-// killed if it has not after 30 seconds.
-func startPiped(t testing.TB, cmd *exec.Cmd) (io.WriteCloser, *bufio.Reader) {
+// startPipedProc starts a helper process driven through its stdin and read
+// on its stdout (testenv.StartPiped), its stderr in the test's log.
+func startPipedProc(t testing.TB, cmd *exec.Cmd) *testenv.Piped {
 	t.Helper()
 	cmd.Stderr = testWriter{t}
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		in.Close()
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
-	return in, bufio.NewReader(out)
+	return testenv.StartPiped(t, cmd)
+}
+
+// startPiped is startPipedProc for a test that reads and writes the pipes
+// itself.
+func startPiped(t testing.TB, cmd *exec.Cmd) (io.WriteCloser, *bufio.Reader) {
+	t.Helper()
+	p := startPipedProc(t, cmd)
+	return p.Stdin(), p.Stdout()
 }
 
 // do sends one command and waits (generously) for the reply.
 func (a *agentProc) do(t testing.TB, c clientCmd) clientReply {
 	t.Helper()
-	b, _ := json.Marshal(c)
-	if _, err := a.in.Write(append(b, '\n')); err != nil {
-		t.Fatalf("agent %s: %v", c.Op, err)
-	}
-	type res struct {
-		r   clientReply
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		for {
-			line, err := a.out.ReadString('\n')
-			if err != nil {
-				ch <- res{err: err}
-				return
-			}
-			// The test framework may print lines of its own.
-			if !strings.HasPrefix(line, "{") {
-				continue
-			}
-			var r clientReply
-			ch <- res{r: r, err: json.Unmarshal([]byte(line), &r)}
-			return
-		}
-	}()
-	select {
-	case r := <-ch:
-		if r.err != nil {
-			t.Fatalf("agent %s: %v", c.Op, r.err)
-		}
-		return r.r
-	case <-time.After(4 * time.Minute):
-		t.Fatalf("agent %s: no reply within 4 minutes", c.Op)
-	}
-	return clientReply{}
+	var r clientReply
+	a.p.Call(t, c, &r, 4*time.Minute)
+	return r
 }
 
 // dsn is what an unchanged agent uses: the real account host on 443, default
