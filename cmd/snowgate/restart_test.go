@@ -274,22 +274,7 @@ func (e *restartEnv) setUp(t *testing.T, pinPrefix string) *daemonSetUp {
 		t.Fatal(err)
 	}
 	s.issuer = oidctest.Start(t)
-	e.http = &http.Client{
-		Timeout: 5 * time.Second,
-		Transport: &http.Transport{
-			Proxy:             nil,
-			DisableKeepAlives: true,
-			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				var c net.Conn
-				err := e.ns.Do(func() error {
-					var err error
-					c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-					return err
-				})
-				return c, err
-			},
-		},
-	}
+	e.http = e.ns.HTTPClient(5 * time.Second)
 	return s
 }
 
@@ -367,14 +352,6 @@ func installBinary(t *testing.T, src, dst string) {
 	}
 }
 
-// daemonProc is a `snowgate run` process and its log file.
-type daemonProc struct {
-	cmd    *exec.Cmd
-	log    string
-	exited chan struct{}
-	err    error
-}
-
 // startDaemon starts `snowgate run` in the namespace. Its output goes to a
 // file: a successor daemon inherits it and may outlive this process. prefix,
 // when set, is the command it runs under (a shell that sets LISTEN_PID).
@@ -396,66 +373,21 @@ func (e *restartEnv) startDaemon(t *testing.T, name string, extra []*os.File, en
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.ExtraFiles = extra
 	cmd.Env = append(os.Environ(), env...)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	d := &daemonProc{cmd: cmd, log: logFile, exited: make(chan struct{})}
-	go func() { d.err = cmd.Wait(); close(d.exited) }()
-	t.Cleanup(func() {
-		select {
-		case <-d.exited:
-		default:
-			_ = cmd.Process.Kill()
-			<-d.exited
-		}
-	})
-	return d
-}
-
-func (d *daemonProc) logs() string {
-	b, _ := os.ReadFile(d.log)
-	return string(b)
+	return startDaemonProc(t, cmd, logFile)
 }
 
 // waitHealthy polls /healthz until it answers ok. d, when not nil, is the
 // daemon expected to answer: its exit fails the test.
 func (e *restartEnv) waitHealthy(t *testing.T, d *daemonProc) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		resp, err := e.http.Get("http://" + restartAdmin + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		logs := ""
-		if d != nil {
-			select {
-			case <-d.exited:
-				t.Fatalf("snowgate run exited early (%v):\n%s", d.err, d.logs())
-			default:
-			}
-			logs = d.logs()
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no healthy /healthz within 2 minutes: %v\n%s", err, logs)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitAdmin(t, d, e.http, "http://"+restartAdmin+"/healthz", func(code int, _ string) bool { return code == http.StatusOK })
 }
 
 // waitExit waits for a daemon this test started to exit with status 0.
 func waitExit(t *testing.T, d *daemonProc, what string) {
 	t.Helper()
-	select {
-	case <-d.exited:
-		if d.err != nil {
-			t.Fatalf("%s: exit %v\n%s", what, d.err, d.logs())
-		}
-	case <-time.After(2 * time.Minute):
-		t.Fatalf("%s: still running after 2 minutes\n%s", what, d.logs())
+	if err := d.waitExited(t, what); err != nil {
+		t.Fatalf("%s: exit %v\n%s", what, err, d.logs())
 	}
 }
 
@@ -481,14 +413,7 @@ func (e *restartEnv) agentCommand(t *testing.T, test string, env ...string) *exe
 	t.Helper()
 	cmd := testenv.Command(t, testenv.Proc{Cgroup: e.cg, Netns: e.ns, Root: true},
 		os.Args[0], "-test.run=^"+test+"$", "-test.count=1")
-	home := t.TempDir()
-	cmd.Env = append(append(os.Environ(), env...),
-		"SSL_CERT_FILE="+e.certFile,
-		"SSL_CERT_DIR="+home,
-		"HOME="+home,
-		"SF_OCSP_RESPONSE_CACHE_DIR="+home,
-		"SNOWFLAKE_DISABLE_PLATFORM_DETECTION=true",
-	)
+	cmd.Env = testenv.DriverEnv(t, e.certFile, env...)
 	cmd.Stderr = os.Stderr
 	return cmd
 }
@@ -595,18 +520,6 @@ func waitGone(t *testing.T, pid int, logFile string) {
 	}
 }
 
-// waitFor polls cond until it holds.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // killLater makes sure a daemon the test does not own is gone at the end.
 func killLater(t *testing.T, pid int) {
 	t.Cleanup(func() {
@@ -665,7 +578,7 @@ func TestRestartHandover(t *testing.T) {
 	if err := syscall.Kill(pid2, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the failed hand-over to be logged", func() bool { return strings.Contains(d.logs(), "hand-over failed") })
+	testenv.WaitFor(t, 2*time.Minute, func() bool { return strings.Contains(d.logs(), "hand-over failed") }, "the failed hand-over to be logged")
 	if !alive(pid2) {
 		t.Fatalf("the daemon exited after a failed hand-over:\n%s", d.logs())
 	}

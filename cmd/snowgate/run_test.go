@@ -7,15 +7,11 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -27,24 +23,6 @@ import (
 	"github.com/snowgate/snowgate/internal/redirect"
 	"github.com/snowgate/snowgate/internal/testenv"
 )
-
-// lockedBuffer collects a child's output from two pipes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 const runClientEnv = "SNOWGATE_RUN_TEST_CLIENT"
 
@@ -166,62 +144,10 @@ admin:
 		t.Fatal(err)
 	}
 
-	cmd := testenv.Command(t, testenv.Proc{Netns: ns, Root: true}, bin, "run", "--config", cfgFile, "--pin-dir", pinDir)
-	var logs lockedBuffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	// exited closes when the daemon has exited; waitErr is then its
-	// status.
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		select {
-		case <-exited:
-		default:
-			_ = cmd.Process.Kill()
-			<-exited
-		}
+	d := startDaemonProc(t, testenv.Command(t, testenv.Proc{Netns: ns, Root: true}, bin, "run", "--config", cfgFile, "--pin-dir", pinDir), "")
+	waitAdmin(t, d, ns.HTTPClient(10*time.Second), "http://"+admin+"/healthz", func(code int, body string) bool {
+		return code == http.StatusOK && strings.TrimSpace(body) == "ok"
 	})
-
-	client := &http.Client{
-		Timeout: 10 * time.Second,
-		Transport: &http.Transport{
-			Proxy: nil,
-			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				var c net.Conn
-				err := ns.Do(func() error {
-					var err error
-					c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-					return err
-				})
-				return c, err
-			},
-		},
-	}
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		resp, err := client.Get("http://" + admin + "/healthz")
-		if err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK && strings.TrimSpace(string(body)) == "ok" {
-				break
-			}
-			err = fmt.Errorf("status %d, body %q", resp.StatusCode, body)
-		}
-		select {
-		case <-exited:
-			t.Fatalf("snowgate run exited early (%v):\n%s", waitErr, logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no healthy /healthz within 2 minutes: %v\n%s", err, logs.String())
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 	if !redirect.Installed(pinDir) {
 		t.Fatalf("the daemon is healthy but no redirect is pinned in %s", pinDir)
 	}
@@ -230,36 +156,20 @@ admin:
 	// account's own name on 443, trusting the gateway CA.
 	agent := testenv.Command(t, testenv.Proc{Cgroup: cg, Netns: ns, Root: true},
 		os.Args[0], "-test.run=^TestRunClientProcess$", "-test.count=1")
-	home := t.TempDir()
-	agent.Env = append(os.Environ(),
-		runClientEnv+"=acme.snowflakecomputing.com:443/?"+url.Values{
-			"account": {"acme"}, "authenticator": {"WORKLOAD_IDENTITY"}, "workloadIdentityProvider": {"OIDC"},
-			"token": {token}, "loginTimeout": {"120"},
-		}.Encode(),
-		"SSL_CERT_FILE="+certFile,
-		"SSL_CERT_DIR="+home,
-		"HOME="+home,
-		"SF_OCSP_RESPONSE_CACHE_DIR="+home,
-		"SNOWFLAKE_DISABLE_PLATFORM_DETECTION=true",
-	)
+	agent.Env = testenv.DriverEnv(t, certFile, runClientEnv+"=acme.snowflakecomputing.com:443/?"+url.Values{
+		"account": {"acme"}, "authenticator": {"WORKLOAD_IDENTITY"}, "workloadIdentityProvider": {"OIDC"},
+		"token": {token}, "loginTimeout": {"120"},
+	}.Encode())
 	agentOut, err := agent.CombinedOutput()
 	if err != nil || !strings.Contains(string(agentOut), "result=1") {
-		t.Fatalf("agent query through snowgate run: %v\n%s\ndaemon:\n%s", err, agentOut, logs.String())
+		t.Fatalf("agent query through snowgate run: %v\n%s\ndaemon:\n%s", err, agentOut, d.logs())
 	}
 	if b, err := os.ReadFile(exchangeLog); err != nil || !strings.Contains(string(b), `"kind":"query-request"`) {
 		t.Errorf("recording.exchange_log holds no query exchange (err %v)", err)
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-exited:
-		if waitErr != nil {
-			t.Fatalf("snowgate run after SIGTERM: %v\n%s", waitErr, logs.String())
-		}
-	case <-time.After(2 * time.Minute):
-		t.Fatalf("snowgate run did not stop within 2 minutes of SIGTERM:\n%s", logs.String())
+	if err := d.stop(t); err != nil {
+		t.Fatalf("snowgate run after SIGTERM: %v\n%s", err, d.logs())
 	}
 	if !redirect.Installed(pinDir) {
 		t.Fatal("the redirect was removed on exit; it must stay pinned so agents fail closed")

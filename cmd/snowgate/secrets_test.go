@@ -28,7 +28,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -523,21 +522,6 @@ func newPKCS8Key(t *testing.T) (*rsa.PrivateKey, []byte, []byte) {
 	return key, der, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 }
 
-// nsHTTPClient is an HTTP client whose connections are made inside ns
-// (the daemon's admin listener lives there).
-func nsHTTPClient(ns *testenv.Netns) *http.Client {
-	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Proxy: nil,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var c net.Conn
-			err := ns.Do(func() error {
-				var err error
-				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		}}}
-}
-
 // querySep is the separator before one more query parameter of path.
 func querySep(path string) string {
 	if strings.Contains(path, "?") {
@@ -968,24 +952,8 @@ admin:
 		return string(out), err
 	}
 
-	cmd := testenv.Command(t, testenv.Proc{Netns: ns, Root: true}, bin, "--log-level", "debug", "run", "--config", cfgFile, "--pin-dir", pinDir)
-	var logs lockedBuffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		select {
-		case <-exited:
-		default:
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
-	client := nsHTTPClient(ns)
+	d := startDaemonProc(t, testenv.Command(t, testenv.Proc{Netns: ns, Root: true}, bin, "--log-level", "debug", "run", "--config", cfgFile, "--pin-dir", pinDir), "")
+	client := ns.HTTPClient(30 * time.Second)
 	get := func(path, bearer string) (int, string) {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+admin+path, nil)
 		if bearer != "" {
@@ -999,21 +967,7 @@ admin:
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	for deadline := time.Now().Add(2 * time.Minute); ; {
-		code, body := get("/readyz", "")
-		if code == http.StatusOK {
-			break
-		}
-		select {
-		case <-exited:
-			t.Fatalf("snowgate run exited early (%v):\n%s", waitErr, logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready within 2 minutes (%d %q):\n%s", code, body, logs.String())
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitAdmin(t, d, client, "http://"+admin+"/readyz", func(code int, _ string) bool { return code == http.StatusOK })
 
 	// The reviewer approves what the agent's DML waits for, through the CLI.
 	stopReview := make(chan struct{})
@@ -1054,16 +1008,13 @@ admin:
 		ForeignIssuer: foreign, AgentKey: base64.RawURLEncoding.EncodeToString(agentDER), AgentPAT: agentPAT, AgentPassword: agentPassword, SQLPassword: sqlPassword, Out: agentFile})
 	agent := testenv.Command(t, testenv.Proc{Cgroup: cg, Netns: ns, Root: true},
 		os.Args[0], "-test.run=^TestSecretsAgentProcess$", "-test.count=1")
-	home := t.TempDir()
-	agent.Env = append(os.Environ(), secretsAgentEnv+"="+string(spec),
-		"SSL_CERT_FILE="+certFile, "SSL_CERT_DIR="+home, "HOME="+home,
-		"SF_OCSP_RESPONSE_CACHE_DIR="+home, "SNOWFLAKE_DISABLE_PLATFORM_DETECTION=true")
+	agent.Env = testenv.DriverEnv(t, certFile, secretsAgentEnv+"="+string(spec))
 	agentOut, agentErr := agent.CombinedOutput()
 	close(stopReview)
 	approved := <-reviewDone
 	keep("agent output (driver errors)", agentOut)
 	if agentErr != nil || !strings.Contains(string(agentOut), "one=1 rows=1000") {
-		t.Fatalf("agent: %v\n%s\ndaemon:\n%s", agentErr, agentOut, logs.String())
+		t.Fatalf("agent: %v\n%s\ndaemon:\n%s", agentErr, agentOut, d.logs())
 	}
 	expireDone.Do(func() {})
 	if acmeFaults == nil {
@@ -1095,7 +1046,7 @@ admin:
 		node := testenv.NewNodeClient(t)
 		node.CAFile = certFile
 		node.Proc = &testenv.Proc{Cgroup: cg, Netns: ns, Root: true}
-		var stderr lockedBuffer
+		var stderr testenv.SyncBuffer
 		node.Stderr = &stderr
 		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 		res, err := node.Run(ctx,
@@ -1130,19 +1081,11 @@ admin:
 	}
 	_, _ = cli("approvals", "list", "--state", "all", "--config", cfgFile)
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
+	if err := d.stop(t); err != nil {
+		t.Errorf("snowgate run after SIGTERM: %v", err)
 	}
-	select {
-	case <-exited:
-		if waitErr != nil {
-			t.Errorf("snowgate run after SIGTERM: %v", waitErr)
-		}
-	case <-time.After(2 * time.Minute):
-		t.Fatalf("snowgate run did not stop within 2 minutes of SIGTERM")
-	}
-	keep("daemon log", []byte(logs.String()))
-	t.Logf("daemon log:\n%s", logs.String())
+	keep("daemon log", []byte(d.logs()))
+	t.Logf("daemon log:\n%s", d.logs())
 
 	// Every recording, through every reader an auditor has.
 	list, err := cli("sessions", "list", "--json", "--config", cfgFile)
@@ -1477,7 +1420,7 @@ admin:
 			pinDir := filepath.Join("/sys/fs/bpf", "snowgate-secretscfg-"+secretHex(6))
 			t.Cleanup(func() { _ = redirect.Uninstall(pinDir) })
 			run := testenv.Command(t, testenv.Proc{Netns: ns, Root: true}, bin, "--log-level", "debug", "run", "--config", cfgFile, "--pin-dir", pinDir)
-			var out lockedBuffer
+			var out testenv.SyncBuffer
 			run.Stdout, run.Stderr = &out, &out
 			if err := run.Start(); err != nil {
 				t.Fatal(err)

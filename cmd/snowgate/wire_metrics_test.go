@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -222,38 +221,8 @@ admin:
 		t.Fatal(err)
 	}
 
-	cmd := testenv.Command(t, testenv.Proc{Netns: ns, Root: true}, bin, "run", "--config", cfgFile, "--pin-dir", pinDir)
-	var logs lockedBuffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		select {
-		case <-exited:
-		default:
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
-	client := &http.Client{
-		Timeout: 30 * time.Second,
-		Transport: &http.Transport{
-			Proxy: nil,
-			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				var c net.Conn
-				err := ns.Do(func() error {
-					var err error
-					c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-					return err
-				})
-				return c, err
-			},
-		},
-	}
+	d := startDaemonProc(t, testenv.Command(t, testenv.Proc{Netns: ns, Root: true}, bin, "run", "--config", cfgFile, "--pin-dir", pinDir), "")
+	client := ns.HTTPClient(30 * time.Second)
 	get := func(path string) (int, string, error) {
 		resp, err := client.Get("http://" + admin + path)
 		if err != nil {
@@ -263,22 +232,9 @@ admin:
 		b, err := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b), err
 	}
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		code, body, err := get("/readyz")
-		if err == nil && code == http.StatusOK && strings.TrimSpace(body) == "ready" {
-			break
-		}
-		select {
-		case <-exited:
-			t.Fatalf("snowgate run exited early (%v):\n%s", waitErr, logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready within 2 minutes (status %d, %q, err %v):\n%s", code, body, err, logs.String())
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitAdmin(t, d, client, "http://"+admin+"/readyz", func(code int, body string) bool {
+		return code == http.StatusOK && strings.TrimSpace(body) == "ready"
+	})
 	read := func() (scrape, string) {
 		t.Helper()
 		code, body, err := get("/metrics")
@@ -296,28 +252,20 @@ admin:
 
 	agent := testenv.Command(t, testenv.Proc{Cgroup: cg, Netns: ns, Root: true},
 		os.Args[0], "-test.run=^TestMetricsClientProcess$", "-test.count=1")
-	home := t.TempDir()
-	agent.Env = append(os.Environ(),
-		metricsClientEnv+"=acme.snowflakecomputing.com:443/?"+url.Values{
-			"account": {"acme"}, "authenticator": {"WORKLOAD_IDENTITY"}, "workloadIdentityProvider": {"OIDC"},
-			"token": {token}, "loginTimeout": {"120"},
-		}.Encode(),
-		"SSL_CERT_FILE="+certFile,
-		"SSL_CERT_DIR="+home,
-		"HOME="+home,
-		"SF_OCSP_RESPONSE_CACHE_DIR="+home,
-		"SNOWFLAKE_DISABLE_PLATFORM_DETECTION=true",
-	)
+	agent.Env = testenv.DriverEnv(t, certFile, metricsClientEnv+"=acme.snowflakecomputing.com:443/?"+url.Values{
+		"account": {"acme"}, "authenticator": {"WORKLOAD_IDENTITY"}, "workloadIdentityProvider": {"OIDC"},
+		"token": {token}, "loginTimeout": {"120"},
+	}.Encode())
 	agentOut, err := agent.CombinedOutput()
 	if err != nil || !strings.Contains(string(agentOut), fmt.Sprintf("one=1 rows=%d", metricsRows)) {
-		t.Fatalf("agent through snowgate run: %v\n%s\ndaemon:\n%s", err, agentOut, logs.String())
+		t.Fatalf("agent through snowgate run: %v\n%s\ndaemon:\n%s", err, agentOut, d.logs())
 	}
 
 	// Observers run after each reply: the last exchange may land a moment
 	// after the agent exits, so wait for the counts to settle.
 	var after scrape
 	var body string
-	deadline = time.Now().Add(time.Minute)
+	deadline := time.Now().Add(time.Minute)
 	for {
 		after, body = read()
 		q, _ := after.sum("snowgate_queries_total", nil)
@@ -420,16 +368,8 @@ admin:
 		t.Errorf("/healthz: status %d, err %v; the process is alive", code, err)
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-exited:
-		if waitErr != nil {
-			t.Fatalf("snowgate run after SIGTERM: %v\n%s", waitErr, logs.String())
-		}
-	case <-time.After(2 * time.Minute):
-		t.Fatalf("snowgate run did not stop within 2 minutes of SIGTERM:\n%s", logs.String())
+	if err := d.stop(t); err != nil {
+		t.Fatalf("snowgate run after SIGTERM: %v\n%s", err, d.logs())
 	}
 }
 

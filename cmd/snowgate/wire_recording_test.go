@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -12,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -39,23 +37,6 @@ func TestAuditBypassProcess(t *testing.T) {
 		os.Exit(3) // the redirect let it through
 	}
 	os.Exit(0)
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestAuditRedirectEvents: a bypass attempt refused by the redirect becomes
@@ -88,7 +69,7 @@ func TestAuditRedirectEvents(t *testing.T) {
 		redir.Close()
 		_ = redirect.Uninstall(pinDir)
 	})
-	var buf syncBuffer
+	var buf testenv.SyncBuffer
 	al, err := audit.New(audit.Options{Writers: []io.Writer{&buf}})
 	if err != nil {
 		t.Fatal(err)

@@ -307,14 +307,10 @@ func (w testWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// agentProc is a running client process in the agents' cgroup. cmd, in
-// and out are its Piped's command, stdin and stdout, for tests that drive
-// it themselves.
+// agentProc is a running client process in the agents' cgroup, driven
+// through p (do, send; p.Stdin, p.Cmd for tests that drive it themselves).
 type agentProc struct {
-	p   *testenv.Piped
-	cmd *exec.Cmd
-	in  io.WriteCloser
-	out *bufio.Reader
+	p *testenv.Piped
 }
 
 func (f *fixture) startAgent(t testing.TB) *agentProc {
@@ -326,17 +322,8 @@ func (f *fixture) startAgent(t testing.TB) *agentProc {
 func startClientProc(t testing.TB, p testenv.Proc, caFile string) *agentProc {
 	t.Helper()
 	cmd := testenv.Command(t, p, os.Args[0], "-test.run=^TestGatewayClientProcess$", "-test.count=1")
-	home := t.TempDir()
-	cmd.Env = append(os.Environ(),
-		clientEnv+"=1",
-		"SSL_CERT_FILE="+caFile,
-		"SSL_CERT_DIR="+home,
-		"HOME="+home,
-		"SF_OCSP_RESPONSE_CACHE_DIR="+home,
-		"SNOWFLAKE_DISABLE_PLATFORM_DETECTION=true",
-	)
-	proc := startPipedProc(t, cmd)
-	return &agentProc{p: proc, cmd: cmd, in: proc.Stdin(), out: proc.Stdout()}
+	cmd.Env = testenv.DriverEnv(t, caFile, clientEnv+"=1")
+	return &agentProc{p: startPipedProc(t, cmd)}
 }
 
 // startPipedProc starts a helper process driven through its stdin and read
@@ -361,6 +348,29 @@ func (a *agentProc) do(t testing.TB, c clientCmd) clientReply {
 	var r clientReply
 	a.p.Call(t, c, &r, 4*time.Minute)
 	return r
+}
+
+// send sends one command to the agent without waiting, and without failing
+// the test from another goroutine: the reply arrives on the channel, or,
+// if the harness failed to get one, a reply with Code -1 and the error.
+// The test can act meanwhile (as a reviewer, or as a second agent).
+func send(a *agentProc, c clientCmd) <-chan clientReply {
+	ch := make(chan clientReply, 1)
+	var r clientReply
+	done := a.p.Go(c, &r)
+	go func() {
+		if err := <-done; err != nil {
+			r = clientReply{Err: "harness: " + err.Error(), Code: -1}
+		}
+		ch <- r
+	}()
+	return ch
+}
+
+// waitFor polls cond until it holds (generous deadline: a loaded machine).
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	testenv.WaitFor(t, 2*time.Minute, cond, what)
 }
 
 // dsn is what an unchanged agent uses: the real account host on 443, default

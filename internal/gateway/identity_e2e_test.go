@@ -6,7 +6,6 @@ package gateway_test
 // key pair and hands back gateway tokens bound to the cgroup.
 
 import (
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -22,7 +21,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -399,65 +397,27 @@ type idReply struct {
 
 // idAgent is a running identity client process.
 type idAgent struct {
-	in    io.WriteCloser
-	out   *bufio.Reader
+	p     *testenv.Piped
 	login idReply
 }
 
 func (f *identityFixture) startIdentityAgent(t *testing.T, cg *testenv.Cgroup) *idAgent {
 	t.Helper()
 	cmd := testenv.Command(t, testenv.Proc{Cgroup: cg, Netns: f.ns, Root: true}, os.Args[0], "-test.run=^TestIdentityClientProcess$", "-test.count=1")
-	home := t.TempDir()
-	cmd.Env = append(os.Environ(),
-		idClientEnv+"=1",
-		"SSL_CERT_FILE="+f.caFile,
-		"SSL_CERT_DIR="+home,
-		"HOME="+home,
-		"SNOWFLAKE_DISABLE_PLATFORM_DETECTION=true",
-	)
-	in, out := startPiped(t, cmd)
-	return &idAgent{in: in, out: out}
+	cmd.Env = testenv.DriverEnv(t, f.caFile, idClientEnv+"=1")
+	return &idAgent{p: startPipedProc(t, cmd)}
 }
 
+// do sends one command and waits (generously) for the reply; a successful
+// login is kept as the agent's.
 func (a *idAgent) do(t *testing.T, c idCmd) idReply {
 	t.Helper()
-	b, _ := json.Marshal(c)
-	if _, err := a.in.Write(append(b, '\n')); err != nil {
-		t.Fatalf("agent %s: %v", c.Op, err)
+	var r idReply
+	a.p.Call(t, c, &r, 4*time.Minute)
+	if c.Op == "open" && r.Err == "" {
+		a.login = r
 	}
-	type res struct {
-		r   idReply
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		for {
-			line, err := a.out.ReadString('\n')
-			if err != nil {
-				ch <- res{err: err}
-				return
-			}
-			if !strings.HasPrefix(line, "{") {
-				continue
-			}
-			var r idReply
-			ch <- res{r: r, err: json.Unmarshal([]byte(line), &r)}
-			return
-		}
-	}()
-	select {
-	case r := <-ch:
-		if r.err != nil {
-			t.Fatalf("agent %s: %v", c.Op, r.err)
-		}
-		if c.Op == "open" && r.r.Err == "" {
-			a.login = r.r
-		}
-		return r.r
-	case <-time.After(4 * time.Minute):
-		t.Fatalf("agent %s: no reply within 4 minutes", c.Op)
-	}
-	return idReply{}
+	return r
 }
 
 // TestIdentityClientProcess is not a test: it is the client process of the
@@ -468,20 +428,14 @@ func TestIdentityClientProcess(t *testing.T) {
 		t.Skip("helper process for the identity end-to-end tests")
 	}
 	c := &idClient{rec: &recordingTransport{base: &http.Transport{Proxy: nil, ForceAttemptHTTP2: false}}}
-	out := json.NewEncoder(os.Stdout)
-	sc := bufio.NewScanner(os.Stdin)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var cmd idCmd
-		var r idReply
-		if err := json.Unmarshal(sc.Bytes(), &cmd); err != nil {
-			r.Err = err.Error()
-		} else {
-			r = c.run(cmd)
+	err := testenv.ServePiped(os.Stdin, os.Stdout, func(cmd idCmd, err error) idReply {
+		if err != nil {
+			return idReply{Err: err.Error()}
 		}
-		if err := out.Encode(r); err != nil {
-			os.Exit(3)
-		}
+		return c.run(cmd)
+	})
+	if err != nil {
+		os.Exit(3)
 	}
 	c.close()
 	os.Exit(0)
@@ -501,13 +455,10 @@ func (c *idClient) close() {
 	}
 }
 
+// idErr is errReply's error and Snowflake error code as an idReply.
 func idErr(err error) idReply {
-	r := idReply{Err: err.Error()}
-	var se *gosnowflake.SnowflakeError
-	if errors.As(err, &se) {
-		r.Code = se.Number
-	}
-	return r
+	r := errReply(err)
+	return idReply{Err: r.Err, Code: r.Code}
 }
 
 func (c *idClient) run(cmd idCmd) idReply {
@@ -812,24 +763,6 @@ func tamper(t *testing.T, tok, claim, value string) string {
 	return strings.Join(parts, ".")
 }
 
-// offsetClock is the wall clock plus an offset the test moves forward.
-type offsetClock struct {
-	mu  sync.Mutex
-	off time.Duration
-}
-
-func (c *offsetClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return time.Now().Add(c.off)
-}
-
-func (c *offsetClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.off += d
-	c.mu.Unlock()
-}
-
 // TestContinuationWindow: a pooled driver logs in again with its CI token
 // after the token expired. The gateway admits that from the same cgroup
 // within the issuer's continuation window (the token was verified fresh
@@ -837,8 +770,8 @@ func (c *offsetClock) advance(d time.Duration) {
 // window has passed (workload-identity.md §10).
 func TestContinuationWindow(t *testing.T) {
 	window := 30 * time.Minute
-	clk := &offsetClock{}
-	f := newIdentityFixture(t, identityOptions{ContinuationMax: &window, Now: clk.now})
+	clk := &testClock{}
+	f := newIdentityFixture(t, identityOptions{ContinuationMax: &window, Now: clk.Now})
 	cgA, cgB := f.cg.Child(t, "job-a"), f.cg.Child(t, "job-b")
 	tok := f.token(t, func(tk *oidctest.Token) { tk.Lifetime = 5 * time.Minute })
 	dsnTok := wifDSN(tok)
@@ -858,7 +791,7 @@ func TestContinuationWindow(t *testing.T) {
 	}
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
-			clk.advance(s.advance)
+			clk.Add(s.advance)
 			before := len(f.logs.find(s.wantAudit...))
 			r := s.agent.do(t, idCmd{Op: "open", DSN: dsnTok})
 			switch {

@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"runtime"
@@ -13,47 +12,6 @@ import (
 	"github.com/snowgate/snowgate/internal/gateway"
 	"github.com/snowgate/snowgate/internal/testenv"
 )
-
-// send runs one command on an agent without failing the test from another
-// goroutine: the reply or the harness error goes to the channel.
-func send(a *agentProc, c clientCmd) <-chan clientReply {
-	ch := make(chan clientReply, 1)
-	go func() {
-		b, _ := json.Marshal(c)
-		if _, err := a.in.Write(append(b, '\n')); err != nil {
-			ch <- clientReply{Err: "harness: " + err.Error()}
-			return
-		}
-		for {
-			line, err := a.out.ReadString('\n')
-			if err != nil {
-				ch <- clientReply{Err: "harness: " + err.Error()}
-				return
-			}
-			if strings.HasPrefix(line, "{") {
-				var r clientReply
-				if err := json.Unmarshal([]byte(line), &r); err != nil {
-					r.Err = "harness: " + err.Error()
-				}
-				ch <- r
-				return
-			}
-		}
-	}()
-	return ch
-}
-
-// waitFor polls cond until it holds (generous deadline: a loaded machine).
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // TestLimitsThroughGateway hits each concurrency limit with the real
 // driver: one agent's statement is held upstream (emulator latency) while a
@@ -178,8 +136,8 @@ func TestLongRunNoGrowth(t *testing.T) {
 			t.Fatalf("multi-chunk select: %s", r.Err)
 		}
 		// The agent exits: stdin closed, its connections with it.
-		a.in.Close()
-		_ = a.cmd.Wait()
+		a.p.Stdin().Close()
+		_ = a.p.Wait(t, 2*time.Minute)
 	}
 	// settled waits until the goroutine and descriptor counts are at most
 	// the limits; it returns the last counts.

@@ -2,7 +2,6 @@ package gateway_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -41,8 +40,9 @@ var testPrincipal = &gateway.Principal{
 	Rule: "agents", Account: testAccount, User: testUser, Role: "AGENT_RW", Database: "TESTDB", Schema: "PUBLIC",
 }
 
-// testClock is the approval service's clock: real time plus a settable
-// offset, so a test can move past the approval timeout.
+// testClock is real time plus an offset the test moves forward: the
+// approval service's clock (past the approval timeout), the identity
+// stage's (past a continuation window).
 type testClock struct {
 	mu  sync.Mutex
 	off time.Duration
@@ -112,36 +112,6 @@ func newPolicyFixtureOn(t *testing.T, store approval.Store) (*fixture, *approval
 
 // statementPolicies remembers each policy fixture's statement stage.
 var statementPolicies sync.Map
-
-// start sends one command to the agent and returns where its reply will
-// arrive, so the test can act (as a reviewer) while the driver waits.
-func (a *agentProc) start(t testing.TB, c clientCmd) <-chan clientReply {
-	t.Helper()
-	b, _ := json.Marshal(c)
-	if _, err := a.in.Write(append(b, '\n')); err != nil {
-		t.Fatalf("agent %s: %v", c.Op, err)
-	}
-	ch := make(chan clientReply, 1)
-	go func() {
-		for {
-			line, err := a.out.ReadString('\n')
-			if err != nil {
-				ch <- clientReply{Err: "agent output: " + err.Error(), Code: -1}
-				return
-			}
-			if !strings.HasPrefix(line, "{") {
-				continue
-			}
-			var r clientReply
-			if err := json.Unmarshal([]byte(line), &r); err != nil {
-				r = clientReply{Err: "agent reply: " + err.Error(), Code: -1}
-			}
-			ch <- r
-			return
-		}
-	}()
-	return ch
-}
 
 func waitReply(t testing.TB, ch <-chan clientReply) clientReply {
 	t.Helper()
@@ -278,7 +248,7 @@ func TestStatementPolicyGo(t *testing.T) {
 
 	t.Run("approve", func(t *testing.T) {
 		const sql = "INSERT INTO orders VALUES (?, ?), (2, 20)"
-		reply := a.start(t, clientCmd{Op: "exec", SQL: sql, Args: []any{1, 10}})
+		reply := send(a, clientCmd{Op: "exec", SQL: sql, Args: []any{1, 10}})
 		req := pendingFor(t, svc, sql)
 		if req.Requester != approval.IdentityOf(testPrincipal.Issuer, testPrincipal.Subject) || req.Rule != "agents" || req.Class != "dml" || !strings.Contains(string(req.Bindings), `"10"`) {
 			t.Errorf("approval request %+v", req)
@@ -331,7 +301,7 @@ func TestStatementPolicyGo(t *testing.T) {
 		// give up, the driver retries its poll, the gateway resends the
 		// same requestId, and the service answers from its one execution.
 		const sql = "INSERT INTO orders VALUES (3, 30)"
-		reply := a.start(t, clientCmd{Op: "exec", SQL: sql})
+		reply := send(a, clientCmd{Op: "exec", SQL: sql})
 		req := pendingFor(t, svc, sql)
 		f.inst.Server.Faults().Add(emulator.Fault{Endpoint: emulator.EndpointQuery, Status: http.StatusServiceUnavailable, After: true, Count: 3})
 		t.Cleanup(f.inst.Server.Faults().Clear)
@@ -358,7 +328,7 @@ func TestStatementPolicyGo(t *testing.T) {
 		// next poll finds the request in the approval store, and once
 		// approved it runs there, once.
 		const sql = "INSERT INTO orders VALUES (4, 40)"
-		reply := a.start(t, clientCmd{Op: "exec", SQL: sql})
+		reply := send(a, clientCmd{Op: "exec", SQL: sql})
 		req := pendingFor(t, svc, sql)
 		v, _ := statementPolicies.Load(f)
 		sp := v.(*gateway.StatementPolicy)
@@ -386,7 +356,7 @@ func TestStatementPolicyGo(t *testing.T) {
 		// gets 390112, the driver renews and polls again, and the run is
 		// retried with the new token; it executes once.
 		const sql = "INSERT INTO orders VALUES (5, 50)"
-		reply := a.start(t, clientCmd{Op: "exec", SQL: sql})
+		reply := send(a, clientCmd{Op: "exec", SQL: sql})
 		req := pendingFor(t, svc, sql)
 		renewals := f.sink.count(snowflake.KindTokenRequest.String(), http.StatusOK)
 		f.inst.Server.Faults().ExpireSessions()
@@ -406,7 +376,7 @@ func TestStatementPolicyGo(t *testing.T) {
 
 	t.Run("async mode", func(t *testing.T) {
 		const sql = "UPDATE orders SET amount = amount + 1 WHERE id = 3"
-		reply := a.start(t, clientCmd{Op: "query", SQL: sql, Async: true})
+		reply := send(a, clientCmd{Op: "query", SQL: sql, Async: true})
 		req := pendingFor(t, svc, sql)
 		if _, err := svc.Decide(context.Background(), req.ID, "alice@example.com", true, "ok"); err != nil {
 			t.Fatal(err)
@@ -421,7 +391,7 @@ func TestStatementPolicyGo(t *testing.T) {
 
 	t.Run("deny by reviewer", func(t *testing.T) {
 		const sql = "DELETE FROM orders WHERE id = 1"
-		reply := a.start(t, clientCmd{Op: "exec", SQL: sql})
+		reply := send(a, clientCmd{Op: "exec", SQL: sql})
 		req := pendingFor(t, svc, sql)
 		if _, err := svc.Decide(context.Background(), req.ID, "bob@example.com", false, "not during the freeze"); err != nil {
 			t.Fatal(err)
@@ -440,7 +410,7 @@ func TestStatementPolicyGo(t *testing.T) {
 
 	t.Run("timeout", func(t *testing.T) {
 		const sql = "UPDATE orders SET amount = 0"
-		reply := a.start(t, clientCmd{Op: "exec", SQL: sql})
+		reply := send(a, clientCmd{Op: "exec", SQL: sql})
 		req := pendingFor(t, svc, sql)
 		clk.Add(11 * time.Minute)
 		r := waitReply(t, reply)
@@ -632,7 +602,7 @@ func TestStatementPolicyFleet(t *testing.T) {
 		t.Fatal(r.Err)
 	}
 	const sql = "INSERT INTO fleet VALUES (1)"
-	reply := a.start(t, clientCmd{Op: "exec", SQL: sql})
+	reply := send(a, clientCmd{Op: "exec", SQL: sql})
 	req := pendingFor(t, other, sql)
 	if req.Gateway != "test" {
 		t.Errorf("request held by %q, want the first gateway", req.Gateway)

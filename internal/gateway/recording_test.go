@@ -178,14 +178,8 @@ func (e *recorderEnv) waitSealed(t *testing.T) {
 // (logging out) and the process exits.
 func stopAgent(t *testing.T, a *agentProc) {
 	t.Helper()
-	a.in.Close()
-	done := make(chan error, 1)
-	go func() { done <- a.cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(2 * time.Minute):
-		t.Fatal("agent did not exit")
-	}
+	a.p.Stdin().Close()
+	_ = a.p.Wait(t, 2*time.Minute)
 }
 
 // readAll opens a recording and returns its records.

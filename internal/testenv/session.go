@@ -1,9 +1,7 @@
 package testenv
 
 import (
-	"bufio"
 	"crypto/tls"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -69,23 +67,20 @@ func (s *Session) Do(tb testing.TB, a ClientAction) ClientResult {
 // runSessionProcess is the client side of a Session. It never returns.
 func runSessionProcess() {
 	runtime.LockOSThread()
-	out := json.NewEncoder(os.Stdout)
 	st := newClientState()
-	sc := bufio.NewScanner(os.Stdin)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		var a ClientAction
+	err := ServePiped(os.Stdin, os.Stdout, func(a ClientAction, err error) ClientResult {
 		var r ClientResult
-		if err := json.Unmarshal(sc.Bytes(), &a); err != nil {
+		if err != nil {
 			r.Err = "bad action: " + err.Error()
 		} else if a.Op != opPing {
 			r = st.run(a)
 		}
 		r.Op = a.Op
 		r.PID, r.UID, r.GID = os.Getpid(), os.Getuid(), os.Getgid()
-		if err := out.Encode(r); err != nil {
-			os.Exit(3)
-		}
+		return r
+	})
+	if err != nil {
+		os.Exit(3)
 	}
 	st.closeHeld()
 	os.Exit(0)
