@@ -11,7 +11,7 @@ for pkg in $(go list ./...); do
 	targets=$(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u || true)
 	for t in $targets; do
 		echo "== $pkg $t ($budget)"
-		if ! go test "$pkg" -run '^$' -fuzz "^${t}\$" -fuzztime "$budget"; then
+		if ! go test "$pkg" -run '^$' -fuzz "^${t}\$" -fuzztime "$budget" -fuzzminimizetime 5s; then
 			status=1
 		fi
 	done

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/parser"
+	"github.com/goccy/go-yaml/token"
 )
 
 // MaxFileSize caps the configuration file.
@@ -114,6 +116,16 @@ func Parse(file string, data []byte) (*Config, error) {
 	}
 	var c Config
 	if err := yaml.UnmarshalWithOptions(data, &c, yaml.Strict()); err != nil {
+		var unknown *yaml.UnknownFieldError
+		if errors.As(err, &unknown) {
+			// go-yaml names one of a mapping's unknown keys at random (map
+			// order); report the first one of the file instead, so the same
+			// file always gets the same message.
+			if tok := firstUnknownKey(astFile.Docs[0].Body, reflect.TypeOf(c)); tok != nil {
+				return nil, &Error{Problems: []Problem{{File: file, Line: tok.Position.Line,
+					Key: pos.keyAt(tok.Position.Line, tok.Position.Column), Reason: "unknown key"}}}
+			}
+		}
 		return nil, &Error{Problems: []Problem{yamlProblem(file, err, pos)}}
 	}
 	v := &validator{file: file, pos: pos}
@@ -152,6 +164,99 @@ func yamlProblem(file string, err error, pos *posIndex) Problem {
 		p.Reason = fmt.Sprintf("%q is not %s", tok.Value, typeName(te.DstType.Kind()))
 	}
 	return p
+}
+
+var textUnmarshaler = reflect.TypeOf((*encoding.TextUnmarshaler)(nil)).Elem()
+
+// firstUnknownKey returns the token of the first key, in document order, of
+// a mapping decoded into a struct of t that has no field of that name (the
+// rules of go-yaml: the yaml tag, else the lower-cased field name; "-" is
+// never a key; inline structs lend their fields), or nil.
+func firstUnknownKey(n ast.Node, t reflect.Type) *token.Token {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if reflect.PointerTo(t).Implements(textUnmarshaler) {
+		return nil
+	}
+	switch v := n.(type) {
+	case *ast.TagNode:
+		return firstUnknownKey(v.Value, t)
+	case *ast.AnchorNode:
+		return firstUnknownKey(v.Value, t)
+	}
+	var pairs []*ast.MappingValueNode
+	switch v := n.(type) {
+	case *ast.MappingNode:
+		pairs = v.Values
+	case *ast.MappingValueNode:
+		pairs = []*ast.MappingValueNode{v}
+	case *ast.SequenceNode:
+		if t.Kind() == reflect.Slice || t.Kind() == reflect.Array {
+			for _, item := range v.Values {
+				if tok := firstUnknownKey(item, t.Elem()); tok != nil {
+					return tok
+				}
+			}
+		}
+		return nil
+	default:
+		return nil
+	}
+	for _, mv := range pairs {
+		if mv.Key == nil || mv.Key.GetToken() == nil {
+			continue
+		}
+		switch t.Kind() {
+		case reflect.Map:
+			if tok := firstUnknownKey(mv.Value, t.Elem()); tok != nil {
+				return tok
+			}
+		case reflect.Struct:
+			ft, ok := yamlField(t, mv.Key.GetToken().Value)
+			if !ok {
+				return mv.Key.GetToken()
+			}
+			if tok := firstUnknownKey(mv.Value, ft); tok != nil {
+				return tok
+			}
+		}
+	}
+	return nil
+}
+
+// yamlField returns the type of the field of struct t that key decodes into.
+func yamlField(t reflect.Type, key string) (reflect.Type, bool) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		tag := f.Tag.Get("yaml")
+		name, opts, _ := strings.Cut(tag, ",")
+		if name == "-" {
+			continue
+		}
+		if strings.Contains(","+opts+",", ",inline,") {
+			ft := f.Type
+			for ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				if inner, ok := yamlField(ft, key); ok {
+					return inner, true
+				}
+			}
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		if name == key {
+			return f.Type, true
+		}
+	}
+	return nil, false
 }
 
 // typeName names what a Go kind expects, for operators who do not read Go.

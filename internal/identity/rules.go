@@ -286,6 +286,11 @@ func canonical(v any) (string, bool) {
 	return "", false
 }
 
+// maxNumberExp bounds the binary exponent of a numeric claim value that has
+// a canonical form: 2^±4096 (about 10^±1233) covers every float64 and any
+// integer a claim plausibly holds, and formats in microseconds.
+const maxNumberExp = 4096
+
 func canonicalNumber(s string) (string, bool) {
 	if _, err := strconv.ParseInt(s, 10, 64); err == nil {
 		return s, true
@@ -293,6 +298,16 @@ func canonicalNumber(s string) (string, bool) {
 	f, ok := new(big.Float).SetPrec(256).SetString(s)
 	if !ok {
 		return "", false
+	}
+	// Spelled out in full, 1e600000000 is 600 million digits and 1e-100000
+	// takes seconds to format (beyond big.Float's range, they overflow to
+	// infinity or underflow to zero): a number that far from 1 is no claim value a
+	// rule can mean, and has no canonical form (it never matches).
+	if e := f.MantExp(nil); f.IsInf() || (f.Sign() != 0 && (e > maxNumberExp || e < -maxNumberExp)) {
+		return "", false
+	}
+	if mant, _, _ := strings.Cut(strings.ToLower(s), "e"); f.Sign() == 0 && strings.ContainsAny(mant, "123456789") {
+		return "", false // underflowed to zero
 	}
 	if f.IsInt() {
 		i, _ := f.Int(nil)

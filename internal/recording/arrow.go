@@ -19,10 +19,10 @@ import (
 // The gateway never decodes Arrow: it records chunks as they came. Readers
 // decode recorded chunks, which reach them only through the verified hash
 // chains (recording.Open), so the input is what Snowflake sent. Even so a
-// panic inside arrow-go is returned as an error and the allocations made
-// through the allocator are capped; arrow-go's schema decoding still sizes
-// some slices from the input without a bound, which is why there is no fuzz
-// target here.
+// panic inside arrow-go is returned as an error, the allocations made
+// through the allocator are capped, and the schema message's vector lengths
+// are checked against its size before arrow-go sizes slices from them
+// (checkArrowSchema; FuzzDecodeArrow).
 func DecodeArrow(data []byte) (cols []Column, rows [][]*string, err error) {
 	// A forged stream can make arrow-go allocate without bound or panic:
 	// allocations are capped relative to the input, and a panic is an error.
@@ -31,6 +31,9 @@ func DecodeArrow(data []byte) (cols []Column, rows [][]*string, err error) {
 			cols, rows, err = nil, nil, fmt.Errorf("arrow stream: malformed (%v)", p)
 		}
 	}()
+	if err := checkArrowSchema(data); err != nil {
+		return nil, nil, err
+	}
 	mem := &cappedAllocator{left: int64(len(data))*16 + 1<<20}
 	rd, err := ipc.NewReader(bytes.NewReader(data), ipc.WithAllocator(mem))
 	if err != nil {
