@@ -27,6 +27,8 @@ if [ "$(id -u)" -eq 0 ]; then
 	./scripts/bench-redirect.sh | tee "$out/redirect.txt"
 	echo "== gateway: query latency, 1M-row throughput and RSS against direct and nginx"
 	./scripts/bench-gateway.sh | tee "$out/gateway.txt"
+	echo "== recording: the gateway with the session recorder against the same gateway with recording off"
+	go test ./internal/gateway -run '^$' -bench BenchmarkRecordingOverhead -benchtime 1x -count 3 -timeout 30m | tee "$out/recording-overhead.txt"
 else
 	echo "== eBPF redirect: skipped (needs root: sudo make bench)"
 fi

@@ -1,7 +1,9 @@
 package emulator
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -65,15 +67,29 @@ func endpointOf(path string) string {
 // body; Reset closes the connection without a reply. With After set, the
 // request is first handled for real (a query executes) and the fault replaces
 // the reply, which is how a lost reply and the driver's retry are simulated.
+//
+// Two faults shape a reply that is sent: ResetAfterBytes sends the status,
+// the headers and that many bytes of the body, then resets the connection
+// (a download broken mid-chunk; bytes still in the kernel's send buffer may
+// be lost with the reset, so the client sees at most that many);
+// BytesPerSecond trickles the body at that rate (a slow chunk download).
+// They apply to the body as written on the wire (compressed, if it is).
 type Fault struct {
 	Endpoint string        `json:"endpoint"`
 	Latency  time.Duration `json:"latency,omitempty"`
 	Status   int           `json:"status,omitempty"`
 	Reset    bool          `json:"reset,omitempty"`
 	After    bool          `json:"after,omitempty"`
+	// ResetAfterBytes > 0 resets the connection after that many body bytes.
+	ResetAfterBytes int64 `json:"resetAfterBytes,omitempty"`
+	// BytesPerSecond > 0 limits the reply body to that rate.
+	BytesPerSecond int64 `json:"bytesPerSecond,omitempty"`
 	// Count is how many requests the fault affects; 0 means until cleared.
 	Count int `json:"count,omitempty"`
 }
+
+// shapes reports whether the fault shapes a reply instead of replacing it.
+func (f Fault) shapes() bool { return f.ResetAfterBytes > 0 || f.BytesPerSecond > 0 }
 
 // faultJSON is the wire form of a Fault: latency as a Go duration string
 // ("250ms") or a number of nanoseconds.
@@ -83,7 +99,10 @@ type faultJSON struct {
 	Status   int             `json:"status,omitempty"`
 	Reset    bool            `json:"reset,omitempty"`
 	After    bool            `json:"after,omitempty"`
-	Count    int             `json:"count,omitempty"`
+	// ResetAfterBytes and BytesPerSecond are as in Fault.
+	ResetAfterBytes int64 `json:"resetAfterBytes,omitempty"`
+	BytesPerSecond  int64 `json:"bytesPerSecond,omitempty"`
+	Count           int   `json:"count,omitempty"`
 }
 
 // MarshalJSON writes latency as a duration string.
@@ -92,7 +111,8 @@ func (f Fault) MarshalJSON() ([]byte, error) {
 	if f.Latency != 0 {
 		lat, _ = json.Marshal(f.Latency.String())
 	}
-	return json.Marshal(faultJSON{Endpoint: f.Endpoint, Latency: lat, Status: f.Status, Reset: f.Reset, After: f.After, Count: f.Count})
+	return json.Marshal(faultJSON{Endpoint: f.Endpoint, Latency: lat, Status: f.Status, Reset: f.Reset, After: f.After,
+		ResetAfterBytes: f.ResetAfterBytes, BytesPerSecond: f.BytesPerSecond, Count: f.Count})
 }
 
 // UnmarshalJSON reads latency as a duration string or nanoseconds.
@@ -101,7 +121,8 @@ func (f *Fault) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &w); err != nil {
 		return err
 	}
-	*f = Fault{Endpoint: w.Endpoint, Status: w.Status, Reset: w.Reset, After: w.After, Count: w.Count}
+	*f = Fault{Endpoint: w.Endpoint, Status: w.Status, Reset: w.Reset, After: w.After,
+		ResetAfterBytes: w.ResetAfterBytes, BytesPerSecond: w.BytesPerSecond, Count: w.Count}
 	if len(w.Latency) > 0 && string(w.Latency) != "null" {
 		var s string
 		if err := json.Unmarshal(w.Latency, &s); err == nil {
@@ -124,12 +145,15 @@ func (f *Fault) UnmarshalJSON(b []byte) error {
 	if f.Count < 0 {
 		return errors.New("fault count is negative")
 	}
+	if f.ResetAfterBytes < 0 || f.BytesPerSecond < 0 {
+		return errors.New("fault resetAfterBytes or bytesPerSecond is negative")
+	}
 	return nil
 }
 
 // ParseFault parses the command-line form of a fault:
-// "ENDPOINT[,latency=DURATION][,status=CODE][,reset][,after][,count=N]",
-// e.g. "query,status=503,count=2".
+// "ENDPOINT[,latency=DURATION][,status=CODE][,reset][,after][,resetafter=BYTES][,rate=BYTES/S][,count=N]",
+// e.g. "query,status=503,count=2" or "chunk,resetafter=65536,count=3".
 func ParseFault(spec string) (Fault, error) {
 	parts := strings.Split(spec, ",")
 	f := Fault{Endpoint: strings.TrimSpace(parts[0])}
@@ -152,6 +176,16 @@ func ParseFault(spec string) (Fault, error) {
 			if err == nil && f.Count < 0 {
 				err = errors.New("negative")
 			}
+		case "resetafter":
+			f.ResetAfterBytes, err = strconv.ParseInt(v, 10, 64)
+			if err == nil && f.ResetAfterBytes <= 0 {
+				err = errors.New("not positive")
+			}
+		case "rate":
+			f.BytesPerSecond, err = strconv.ParseInt(v, 10, 64)
+			if err == nil && f.BytesPerSecond <= 0 {
+				err = errors.New("not positive")
+			}
 		case "reset":
 			f.Reset = true
 		case "after":
@@ -163,18 +197,19 @@ func ParseFault(spec string) (Fault, error) {
 			return Fault{}, fmt.Errorf("fault %q: %s: %w", spec, k, err)
 		}
 	}
-	if f.Latency == 0 && f.Status == 0 && !f.Reset {
-		return Fault{}, fmt.Errorf("fault %q: needs latency, status or reset", spec)
+	if f.Latency == 0 && f.Status == 0 && !f.Reset && !f.shapes() {
+		return Fault{}, fmt.Errorf("fault %q: needs latency, status, reset, resetafter or rate", spec)
 	}
 	return f, nil
 }
 
 // Faults holds the fault knobs of a Server. It is safe for concurrent use.
 type Faults struct {
-	s      *Server
-	mu     sync.Mutex
-	faults []*Fault
-	hits   map[string]int64
+	s        *Server
+	mu       sync.Mutex
+	faults   []*Fault
+	hits     map[string]int64
+	injected map[string]int64
 }
 
 // Add installs a fault.
@@ -202,12 +237,24 @@ func (f *Faults) List() []Fault {
 	return out
 }
 
+// ResetMidBody sends the headers and the first n bytes of the next count
+// replies of endpoint (say, result chunks), then resets the connection.
+func (f *Faults) ResetMidBody(endpoint string, n int64, count int) {
+	f.Add(Fault{Endpoint: endpoint, ResetAfterBytes: n, Count: count})
+}
+
+// Throttle sends the reply bodies of endpoint at bytesPerSecond (a slow
+// download) for the next count requests; count = 0 until Clear.
+func (f *Faults) Throttle(endpoint string, bytesPerSecond int64, count int) {
+	f.Add(Fault{Endpoint: endpoint, BytesPerSecond: bytesPerSecond, Count: count})
+}
+
 // SetLatency delays every request to endpoint by d (0 removes the delay).
 func (f *Faults) SetLatency(endpoint string, d time.Duration) {
 	f.mu.Lock()
 	kept := f.faults[:0]
 	for _, fl := range f.faults {
-		if !(fl.Endpoint == endpoint && fl.Latency > 0 && fl.Status == 0 && !fl.Reset) {
+		if !(fl.Endpoint == endpoint && fl.Latency > 0 && fl.Status == 0 && !fl.Reset && !fl.shapes()) {
 			kept = append(kept, fl)
 		}
 	}
@@ -248,15 +295,27 @@ func (f *Faults) Hits(endpoint string) int64 {
 	return f.hits[endpoint]
 }
 
+// Injected returns how many requests to endpoint met at least one fault.
+func (f *Faults) Injected(endpoint string) int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.injected[endpoint]
+}
+
 // take records a hit and returns the faults that apply to this request
 // (latency faults first), consuming their counts.
 func (f *Faults) take(endpoint string) (before, after []Fault) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.hits == nil {
-		f.hits = map[string]int64{}
+		f.hits, f.injected = map[string]int64{}, map[string]int64{}
 	}
 	f.hits[endpoint]++
+	defer func() {
+		if len(before)+len(after) > 0 {
+			f.injected[endpoint]++
+		}
+	}()
 	kept := f.faults[:0]
 	for _, fl := range f.faults {
 		if fl.Endpoint == endpoint || fl.Endpoint == EndpointAny {
@@ -296,6 +355,10 @@ func (s *Server) applyFaults(endpoint string, w http.ResponseWriter, r *http.Req
 			return
 		}
 	}
+	if sw := shapeWriter(r.Context(), w, before); sw != nil {
+		s.log.Info("fault injected", "endpoint", endpoint, "resetAfterBytes", sw.resetAfter, "bytesPerSecond", sw.rate)
+		w = sw
+	}
 	if len(after) == 0 {
 		h(w, r)
 		return
@@ -312,7 +375,107 @@ func (s *Server) applyFaults(endpoint string, w http.ResponseWriter, r *http.Req
 			return
 		}
 	}
+	if sw := shapeWriter(r.Context(), w, after); sw != nil {
+		s.log.Info("fault injected after handling", "endpoint", endpoint, "resetAfterBytes", sw.resetAfter, "bytesPerSecond", sw.rate)
+		w = sw
+	}
 	rec.flush(w)
+}
+
+// errFaultReset is what a shaped writer returns once it reset the
+// connection.
+var errFaultReset = errors.New("emulator: connection reset by fault")
+
+// shapedWriter applies ResetAfterBytes and BytesPerSecond to a reply body.
+type shapedWriter struct {
+	http.ResponseWriter
+	ctx        context.Context
+	resetAfter int64 // 0: never
+	rate       int64 // bytes per second; 0: unlimited
+	written    int64
+	reset      bool
+}
+
+// shapeWriter returns w wrapped for the shaping faults among fs, or nil
+// when there are none. The smallest limit of each kind wins.
+func shapeWriter(ctx context.Context, w http.ResponseWriter, fs []Fault) *shapedWriter {
+	var sw *shapedWriter
+	for _, fl := range fs {
+		if !fl.shapes() {
+			continue
+		}
+		if sw == nil {
+			sw = &shapedWriter{ResponseWriter: w, ctx: ctx}
+		}
+		if fl.ResetAfterBytes > 0 && (sw.resetAfter == 0 || fl.ResetAfterBytes < sw.resetAfter) {
+			sw.resetAfter = fl.ResetAfterBytes
+		}
+		if fl.BytesPerSecond > 0 && (sw.rate == 0 || fl.BytesPerSecond < sw.rate) {
+			sw.rate = fl.BytesPerSecond
+		}
+	}
+	return sw
+}
+
+// Write sends p within the limits: in slices of a tenth of a second at the
+// rate, and no byte past resetAfter, where the connection is reset instead.
+func (sw *shapedWriter) Write(p []byte) (int, error) {
+	total := 0
+	for len(p) > 0 {
+		if sw.reset {
+			return total, errFaultReset
+		}
+		n := len(p)
+		if sw.rate > 0 {
+			n = min(n, int(max(1, sw.rate/10)))
+		}
+		if sw.resetAfter > 0 {
+			left := sw.resetAfter - sw.written
+			if left <= 0 {
+				sw.resetNow()
+				return total, errFaultReset
+			}
+			n = min(n, int(left))
+		}
+		m, err := sw.ResponseWriter.Write(p[:n])
+		total += m
+		sw.written += int64(m)
+		if err != nil {
+			return total, err
+		}
+		p = p[n:]
+		if sw.rate > 0 {
+			_ = http.NewResponseController(sw.ResponseWriter).Flush()
+			t := time.NewTimer(time.Duration(int64(n) * int64(time.Second) / sw.rate))
+			select {
+			case <-t.C:
+			case <-sw.ctx.Done():
+				t.Stop()
+				return total, sw.ctx.Err()
+			}
+		}
+	}
+	return total, nil
+}
+
+// resetNow sends what was written so far and resets the connection.
+func (sw *shapedWriter) resetNow() {
+	sw.reset = true
+	_ = http.NewResponseController(sw.ResponseWriter).Flush()
+	resetConn(sw.ResponseWriter)
+}
+
+// Flush passes a flush through.
+func (sw *shapedWriter) Flush() error {
+	return http.NewResponseController(sw.ResponseWriter).Flush()
+}
+
+// Unwrap gives http.ResponseController the underlying writer.
+func (sw *shapedWriter) Unwrap() http.ResponseWriter { return sw.ResponseWriter }
+
+// Hijack lets the reset reach the connection.
+func (sw *shapedWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(sw.ResponseWriter).Hijack()
 }
 
 // terminal applies a status or reset fault; it reports whether the reply is done.
