@@ -85,13 +85,27 @@ func (d *daemon) wireIdentity(ctx context.Context) error {
 		verifier.Prefetch(bg)
 		t := time.NewTicker(time.Minute)
 		defer t.Stop()
+		// The session state follows every change within a quarter of a
+		// second, so a daemon killed at any moment leaves its successor
+		// (or its restart) the sessions agents hold handles for.
+		quick := time.NewTicker(250 * time.Millisecond)
+		defer quick.Stop()
+		saved := store.Changes()
 		for {
 			select {
 			case <-bg.Done():
 				return
 			case <-t.C:
 				store.Sweep()
+				saved = store.Changes()
 				d.saveIdentityState(admissions, swap)
+			case <-quick.C:
+				if now := store.Changes(); now != saved && d.cfg.Identity.Sessions.StateFile != "" {
+					saved = now
+					if err := swap.SaveSessions(d.cfg.Identity.Sessions.StateFile); err != nil {
+						d.log.Error("session state not saved", "file", d.cfg.Identity.Sessions.StateFile, "err", err)
+					}
+				}
 			}
 		}
 	}()

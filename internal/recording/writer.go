@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sync"
 	"time"
 
@@ -162,7 +163,7 @@ func NewWriter(dir string, meta Meta, opts Options) (*Writer, error) {
 	if opts.Redactor == nil {
 		opts.Redactor = RedactRecord
 	}
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedFastest))
+	enc, err := segmentEncoder()
 	if err != nil {
 		return nil, fmt.Errorf("new recording %s: zstd: %w", meta.SessionID, err)
 	}
@@ -321,7 +322,13 @@ func (w *Writer) flush(sync bool) error {
 		}
 		w.frameHead = head
 		w.frameSeq++
-		w.pending = w.pending[:0]
+		// A segment that held a large result leaves a large buffer: give
+		// it back, so an idle open session costs little memory.
+		if cap(w.pending) > 2*w.opts.SegmentBytes {
+			w.pending = nil
+		} else {
+			w.pending = w.pending[:0]
+		}
 		return nil
 	}
 	if sync && w.unsynced {
@@ -355,6 +362,13 @@ func (w *Writer) writeFrame(buf []byte, sync bool) error {
 	w.off += int64(len(buf))
 	return nil
 }
+
+// segmentEncoder is the one zstd encoder every writer shares: EncodeAll is
+// safe for concurrent use, and an encoder per open session cost about
+// 1.7 MB each.
+var segmentEncoder = sync.OnceValues(func() (*zstd.Encoder, error) {
+	return zstd.NewWriter(nil, zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithEncoderLevel(zstd.SpeedFastest))
+})
 
 // sealSegment compresses, then (with recipients) encrypts one segment.
 func sealSegment(enc *zstd.Encoder, plain []byte, recipients []age.Recipient) ([]byte, error) {

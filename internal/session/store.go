@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/snowgate/snowgate/internal/upstream"
@@ -98,7 +99,15 @@ type Store struct {
 	mu      sync.Mutex
 	handles map[[sha256.Size]byte]handleRef
 	byID    map[string]*Session
+	// changes counts every change worth saving: a session opened or
+	// ended, new handles, new tokens.
+	changes atomic.Uint64
 }
+
+// Changes is a counter that moves whenever a session is opened or ended or
+// gets new handles or tokens: a state file saved at one value is current
+// until it moves.
+func (st *Store) Changes() uint64 { return st.changes.Load() }
 
 type handleRef struct {
 	s    *Session
@@ -139,7 +148,8 @@ type Session struct {
 
 	mu       sync.Mutex
 	tokens   Tokens
-	gen      uint64 // bumped by every token update
+	gen      uint64         // bumped by every token update
+	changes  *atomic.Uint64 // the store's change counter
 	lastUsed time.Time
 	ended    bool
 	sHash    [sha256.Size]byte
@@ -178,7 +188,8 @@ func (st *Store) Create(b Binding, t Tokens, data any) (s *Session, sessionHandl
 			return nil, "", "", ErrFull
 		}
 	}
-	s = &Session{ID: newID(), Binding: b, Data: data, Created: now, tokens: t, lastUsed: now}
+	s = &Session{ID: newID(), Binding: b, Data: data, Created: now, tokens: t, lastUsed: now, changes: &st.changes}
+	st.changes.Add(1)
 	sessionHandle, s.sHash = newHandle(SessionPrefix)
 	masterHandle, s.mHash = newHandle(MasterPrefix)
 	st.handles[s.sHash] = handleRef{s, KindSession}
@@ -230,6 +241,7 @@ func (st *Store) endLocked(s *Session) {
 	delete(st.handles, s.sHash)
 	delete(st.handles, s.mHash)
 	delete(st.byID, s.ID)
+	st.changes.Add(1)
 }
 
 // Sweep ends sessions idle for longer than the idle timeout and returns
@@ -306,6 +318,9 @@ func (s *Session) Renew(seen uint64, renew func(old Tokens) (Tokens, error)) (To
 	s.tokens = t
 	s.gen++
 	s.mu.Unlock()
+	if s.changes != nil {
+		s.changes.Add(1)
+	}
 	return t, nil
 }
 
@@ -318,6 +333,9 @@ func (s *Session) SetTokens(t Tokens) {
 	s.tokens = t
 	s.gen++
 	s.mu.Unlock()
+	if s.changes != nil {
+		s.changes.Add(1)
+	}
 }
 
 // Rehandle gives the session fresh handles and returns them; the old ones
@@ -334,6 +352,7 @@ func (st *Store) Rehandle(s *Session) (sessionHandle, masterHandle string, err e
 	masterHandle, s.mHash = newHandle(MasterPrefix)
 	st.handles[s.sHash] = handleRef{s, KindSession}
 	st.handles[s.mHash] = handleRef{s, KindMaster}
+	st.changes.Add(1)
 	return sessionHandle, masterHandle, nil
 }
 
@@ -461,7 +480,7 @@ func (st *Store) LoadFile(file string, decode func(json.RawMessage) (any, error)
 		if err != nil {
 			continue
 		}
-		s := &Session{ID: ss.ID, Binding: ss.Binding, Data: data, Created: ss.Created, lastUsed: ss.LastUsed,
+		s := &Session{ID: ss.ID, Binding: ss.Binding, Data: data, Created: ss.Created, lastUsed: ss.LastUsed, changes: &st.changes,
 			tokens: Tokens{Session: upstream.NewSecret(ss.Session), Master: upstream.NewSecret(ss.Master),
 				SessionExpiry: ss.SessionExpiry, MasterExpiry: ss.MasterExpiry, SnowflakeID: ss.SnowflakeID}}
 		copy(s.sHash[:], sh)

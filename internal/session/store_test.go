@@ -239,3 +239,42 @@ func TestSaveLoad(t *testing.T) {
 		t.Fatalf("missing file: %d %v", n, err)
 	}
 }
+
+// TestChanges: every change a state file must reflect moves the counter;
+// look-ups do not.
+func TestChanges(t *testing.T) {
+	st := NewStore(Options{})
+	b := Binding{CgroupID: 7, UID: 1000}
+	last := st.Changes()
+	moved := func(what string) {
+		t.Helper()
+		if now := st.Changes(); now == last {
+			t.Errorf("%s did not move the change counter", what)
+		} else {
+			last = now
+		}
+	}
+	s, sh, _, err := st.Create(b, Tokens{Session: upstream.NewSecret("s1"), Master: upstream.NewSecret("m1")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved("Create")
+	if _, err := st.Lookup(sh, KindSession, b); err != nil {
+		t.Fatal(err)
+	}
+	if st.Changes() != last {
+		t.Error("a look-up moved the change counter")
+	}
+	s.SetTokens(Tokens{Session: upstream.NewSecret("s2"), Master: upstream.NewSecret("m2")})
+	moved("SetTokens")
+	if _, err := s.Renew(s.gen, func(Tokens) (Tokens, error) { return Tokens{Session: upstream.NewSecret("s3"), Master: upstream.NewSecret("m3")}, nil }); err != nil {
+		t.Fatal(err)
+	}
+	moved("Renew")
+	if _, _, err := st.Rehandle(s); err != nil {
+		t.Fatal(err)
+	}
+	moved("Rehandle")
+	st.End(s)
+	moved("End")
+}
