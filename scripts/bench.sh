@@ -29,6 +29,8 @@ if [ "$(id -u)" -eq 0 ]; then
 	./scripts/bench-gateway.sh | tee "$out/gateway.txt"
 	echo "== recording: the gateway with the session recorder against the same gateway with recording off"
 	go test ./internal/gateway -run '^$' -bench BenchmarkRecordingOverhead -benchtime 1x -count 3 -timeout 30m | tee "$out/recording-overhead.txt"
+	echo "== load: many agents through snowgate run against direct (size: see scripts/bench-load.sh)"
+	./scripts/bench-load.sh | tee "$out/load-summary.txt"
 else
 	echo "== eBPF redirect: skipped (needs root: sudo make bench)"
 fi
