@@ -82,7 +82,7 @@ func newRootCmd() *cobra.Command {
 	fl.DurationVar(&f.masterTTL, "master-ttl", 4*time.Hour, "master token validity")
 	fl.DurationVar(&f.queryWait, "query-wait", 45*time.Second, "how long a synchronous query waits before answering 333333")
 	fl.DurationVar(&f.resultWait, "result-wait", 45*time.Second, "how long a result poll waits")
-	fl.StringArrayVar(&f.faults, "fault", nil, "inject a fault: ENDPOINT[,latency=D][,status=N][,reset][,after][,count=N] (repeatable)")
+	fl.StringArrayVar(&f.faults, "fault", nil, "inject a fault: ENDPOINT[,latency=D][,status=N][,reset][,after][,resetafter=BYTES][,rate=BYTES/S][,count=N] (repeatable)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.BoolVar(&f.noAdmin, "no-admin", false, "disable the /__emulator/ admin endpoints")
 	fl.BoolVar(&f.noCompression, "no-compression", false, "never gzip JSON replies")
