@@ -267,7 +267,9 @@ func TestChanges(t *testing.T) {
 	}
 	s.SetTokens(Tokens{Session: upstream.NewSecret("s2"), Master: upstream.NewSecret("m2")})
 	moved("SetTokens")
-	if _, err := s.Renew(s.gen, func(Tokens) (Tokens, error) { return Tokens{Session: upstream.NewSecret("s3"), Master: upstream.NewSecret("m3")}, nil }); err != nil {
+	if _, err := s.Renew(s.gen, func(Tokens) (Tokens, error) {
+		return Tokens{Session: upstream.NewSecret("s3"), Master: upstream.NewSecret("m3")}, nil
+	}); err != nil {
 		t.Fatal(err)
 	}
 	moved("Renew")
