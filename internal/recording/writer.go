@@ -117,6 +117,10 @@ type Writer struct {
 	queryRows    map[string]int64
 }
 
+// idlePendingCap is the most buffer an open session keeps between
+// segments; a larger one (a large result passed through) is given back.
+const idlePendingCap = 256 << 10
+
 // maxPending bounds the records kept in memory while the disk refuses them.
 const maxPending = 64 << 20
 
@@ -324,7 +328,7 @@ func (w *Writer) flush(sync bool) error {
 		w.frameSeq++
 		// A segment that held a large result leaves a large buffer: give
 		// it back, so an idle open session costs little memory.
-		if cap(w.pending) > 2*w.opts.SegmentBytes {
+		if cap(w.pending) > idlePendingCap {
 			w.pending = nil
 		} else {
 			w.pending = w.pending[:0]
