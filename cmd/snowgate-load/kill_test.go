@@ -1,8 +1,6 @@
 package main
 
 import (
-	"errors"
-	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -203,34 +201,9 @@ func recordedValues(t *testing.T, dir, pubFile string) map[string]bool {
 			t.Errorf("%s: %v", filepath.Base(p), rep.Problems)
 			continue
 		}
-		r, err := recording.Open(p)
-		if err != nil {
+		if err := recording.EachResultCell(p, func(c string) { vals[c] = true }); err != nil {
 			t.Fatal(err)
 		}
-		for {
-			rec, err := r.Next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatalf("%s: %v", filepath.Base(p), err)
-			}
-			if rec.Kind != recording.KindQueryResponse || rec.Result == nil {
-				continue
-			}
-			rows, err := recording.ResultRows(rec.Result)
-			if err != nil {
-				t.Fatalf("%s record %d: %v", filepath.Base(p), rec.Seq, err)
-			}
-			for _, row := range rows {
-				for _, c := range row {
-					if c != nil {
-						vals[*c] = true
-					}
-				}
-			}
-		}
-		r.Close()
 	}
 	return vals
 }

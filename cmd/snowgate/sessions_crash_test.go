@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
-	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -204,34 +203,9 @@ func recordedValues(t *testing.T, dir, pubFile string, wantSealed bool) map[stri
 		if !rep.Intact() || (wantSealed && !rep.OK()) {
 			t.Fatalf("%s: problems %v (sealed %v)", filepath.Base(p), rep.Problems, rep.Sealed)
 		}
-		r, err := recording.Open(p)
-		if err != nil {
+		if err := recording.EachResultCell(p, func(c string) { vals[c] = true }); err != nil {
 			t.Fatal(err)
 		}
-		for {
-			rec, err := r.Next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatalf("%s: %v", filepath.Base(p), err)
-			}
-			if rec.Kind != recording.KindQueryResponse || rec.Result == nil {
-				continue
-			}
-			rows, err := recording.ResultRows(rec.Result)
-			if err != nil {
-				t.Fatalf("%s record %d: %v", filepath.Base(p), rec.Seq, err)
-			}
-			for _, row := range rows {
-				for _, c := range row {
-					if c != nil {
-						vals[*c] = true
-					}
-				}
-			}
-		}
-		r.Close()
 	}
 	return vals
 }

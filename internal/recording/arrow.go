@@ -2,7 +2,10 @@ package recording
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -123,6 +126,40 @@ func ResultRows(r *Result) ([][]*string, error) {
 		return nil, err
 	}
 	return append(append([][]*string(nil), r.Rows...), rows...), nil
+}
+
+// EachResultCell opens the recording at path and calls add with every
+// non-NULL cell of every query result it holds (inline rows and chunks, Arrow
+// decoded), in record order.
+func EachResultCell(path string, add func(cell string)) error {
+	r, err := Open(path)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	for {
+		rec, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", filepath.Base(path), err)
+		}
+		if rec.Kind != KindQueryResponse || rec.Result == nil {
+			continue
+		}
+		rows, err := ResultRows(rec.Result)
+		if err != nil {
+			return fmt.Errorf("%s record %d: %w", filepath.Base(path), rec.Seq, err)
+		}
+		for _, row := range rows {
+			for _, c := range row {
+				if c != nil {
+					add(*c)
+				}
+			}
+		}
+	}
 }
 
 // cappedAllocator is a Go allocator with a budget; exceeding it panics
