@@ -23,27 +23,7 @@ func TestNodeThroughGateway(t *testing.T) {
 	c.CAFile = f.caFile
 	c.Proc = &testenv.Proc{Cgroup: f.cg, Netns: f.ns, Root: true}
 	const rows = seqRows
-	want := testenv.NewNodeRowsDigest()
-	for i := range rows {
-		n, s := strconv.Itoa(i), "row-"+strconv.Itoa(i)
-		want.Add(&n, &s)
-	}
-	sel := testenv.NodeExecute(fmt.Sprintf("SELECT seq4() AS n, 'row-' || seq4() AS s FROM TABLE(GENERATOR(ROWCOUNT => %d))", rows))
-	sel.FetchAsString = testenv.NodeFetchAllAsString
-	sel.Output = "digest"
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	res, err := c.Run(ctx,
-		testenv.NodeConnect(testenv.NodeConnection{Account: testAccount, Username: testUser, Password: testPassword}),
-		testenv.NodeExecute("CREATE TABLE n (id INT)"),
-		testenv.NodeExecute("INSERT INTO n VALUES (?), (?)", 1, 2),
-		sel,
-		testenv.NodeExecute("SELEC broken"),
-		testenv.NodeDestroy(),
-	)
-	if err != nil {
-		t.Fatalf("node client: %v", err)
-	}
+	res, want, _ := runNodeScenario(t, c, rows)
 	if len(res) != 6 {
 		t.Fatalf("%d results, want 6", len(res))
 	}
@@ -182,4 +162,41 @@ func TestNodeSessionFeaturesThroughGateway(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Errorf("node client exit: %v", err)
 	}
+}
+
+// seqSQLFor is the multi-chunk SELECT of the Node scenario: rows of (n,
+// 'row-'||n).
+func seqSQLFor(rows int) string {
+	return fmt.Sprintf("SELECT seq4() AS n, 'row-' || seq4() AS s FROM TABLE(GENERATOR(ROWCOUNT => %d))", rows)
+}
+
+// runNodeScenario runs the Node driver's scenario through the gateway: log
+// in, CREATE, INSERT with binds, the rows-row SELECT read as a digest, a
+// syntax error, log out. It returns the results, the digest the SELECT must
+// have, and its SQL.
+func runNodeScenario(t *testing.T, c *testenv.NodeClient, rows int) ([]testenv.NodeResult, *testenv.NodeRowsDigester, string) {
+	t.Helper()
+	want := testenv.NewNodeRowsDigest()
+	for i := range rows {
+		n, s := strconv.Itoa(i), "row-"+strconv.Itoa(i)
+		want.Add(&n, &s)
+	}
+	seqSQL := seqSQLFor(rows)
+	sel := testenv.NodeExecute(seqSQL)
+	sel.FetchAsString = testenv.NodeFetchAllAsString
+	sel.Output = "digest"
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	res, err := c.Run(ctx,
+		testenv.NodeConnect(testenv.NodeConnection{Account: testAccount, Username: testUser, Password: testPassword}),
+		testenv.NodeExecute("CREATE TABLE n (id INT)"),
+		testenv.NodeExecute("INSERT INTO n VALUES (?), (?)", 1, 2),
+		sel,
+		testenv.NodeExecute("SELEC broken"),
+		testenv.NodeDestroy(),
+	)
+	if err != nil {
+		t.Fatalf("node client: %v", err)
+	}
+	return res, want, seqSQL
 }

@@ -701,28 +701,7 @@ func TestRecordingNode(t *testing.T) {
 	c.CAFile = f.caFile
 	c.Proc = &testenv.Proc{Cgroup: f.cg, Netns: f.ns, Root: true}
 	const rows = seqRows
-	want := testenv.NewNodeRowsDigest()
-	for i := range rows {
-		n, s := strconv.Itoa(i), "row-"+strconv.Itoa(i)
-		want.Add(&n, &s)
-	}
-	seqSQL := fmt.Sprintf("SELECT seq4() AS n, 'row-' || seq4() AS s FROM TABLE(GENERATOR(ROWCOUNT => %d))", rows)
-	sel := testenv.NodeExecute(seqSQL)
-	sel.FetchAsString = testenv.NodeFetchAllAsString
-	sel.Output = "digest"
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	res, err := c.Run(ctx,
-		testenv.NodeConnect(testenv.NodeConnection{Account: testAccount, Username: testUser, Password: testPassword}),
-		testenv.NodeExecute("CREATE TABLE n (id INT)"),
-		testenv.NodeExecute("INSERT INTO n VALUES (?), (?)", 1, 2),
-		sel,
-		testenv.NodeExecute("SELEC broken"),
-		testenv.NodeDestroy(),
-	)
-	if err != nil {
-		t.Fatalf("node client: %v", err)
-	}
+	res, want, seqSQL := runNodeScenario(t, c, rows)
 	if d := res[3].Digest; d == nil || d.Count != rows || d.SHA256 != want.Sum() {
 		t.Fatalf("the driver's digest %+v, want %d rows", d, rows)
 	}
