@@ -158,6 +158,7 @@ func runDaemon(ctx context.Context, o runOptions) error {
 		{"policy", d.wirePolicy},
 		{"metrics", d.wireMetrics},
 		{"limits", d.wireLimits},
+		{"chunks", d.wireChunks},
 	} {
 		if err := stage.wire(ctx); err != nil {
 			return fmt.Errorf("%s: %w", stage.name, err)

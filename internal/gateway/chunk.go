@@ -15,10 +15,14 @@ import (
 // client's SSE-C headers, and the reply's Content-Encoding unchanged.
 func (h *handler) chunk(w http.ResponseWriter, r *http.Request, ep snowflake.Endpoint, x *Exchange) {
 	x.ChunkID = ep.ChunkID
-	ref, ok := h.g.cfg.Chunks.Lookup(ep.ChunkID, h.owner())
-	if !ok {
+	// The path names the chunk; the query holds its sealed reference
+	// (snowflake/chunktoken.go), which is logged nowhere.
+	ref, err := h.g.cfg.Chunks.Open(ep.ChunkID, r.URL.Query().Get(snowflake.ChunkTokenParam), h.owner())
+	if err != nil {
+		// Whatever the cause, the driver hears of an unknown chunk; the
+		// operator's log says which (another key: the key file changed).
 		x.Status, x.Error = http.StatusNotFound, "chunk id not issued to this workload"
-		h.log.Warn("refused chunk fetch", "reason", x.Error)
+		h.log.Warn("refused chunk fetch", "reason", x.Error, "detail", err)
 		http.Error(w, "unknown chunk", http.StatusNotFound)
 		return
 	}

@@ -130,19 +130,14 @@ func TestGosnowflakeThroughGateway(t *testing.T) {
 	})
 
 	t.Run("chunk ids are bound to the host they were issued on", func(t *testing.T) {
-		var id string
-		f.sink.mu.Lock()
-		for _, x := range f.sink.xs {
-			if x.Kind == snowflake.KindChunk.String() && x.Status == 200 {
-				id = x.ChunkID
-			}
-		}
-		f.sink.mu.Unlock()
-		if id == "" {
-			t.Fatal("no chunk id recorded")
+		// A chunk URL as the gateway issued it: the id in the path, the
+		// sealed reference in the query (snowflake/chunktoken.go).
+		urls := issuedChunkURLs(t, f.sink)
+		if len(urls) == 0 {
+			t.Fatal("no chunk url issued")
 		}
 		snow := testenv.SnowflakeAddr.String() + ":443"
-		path := snowflake.ChunkPathPrefix + id
+		path := urls[len(urls)-1].RequestURI()
 		// Another Snowflake name, same workload: refused.
 		r := a.do(t, clientCmd{Op: "https", Addr: snow, SNI: "other.snowflakecomputing.com", Method: "GET", Path: path})
 		if r.Err != "" || r.Status != 404 {

@@ -1,8 +1,10 @@
 package snowflake
 
 import (
+	"crypto/rand"
 	"fmt"
-	"sync"
+	"net/url"
+	"sync/atomic"
 	"time"
 )
 
@@ -12,11 +14,9 @@ const (
 	// presigned storage URLs behind them last hours; Node refreshes them
 	// through /queries/<qid>/result when they fail, which rewrites anew.
 	DefaultChunkTTL = 6 * time.Hour
-	// DefaultMaxChunks bounds the table; the oldest entries go first.
-	DefaultMaxChunks = 1 << 16
 )
 
-// ChunkRef is what the gateway keeps for one rewritten chunk URL.
+// ChunkRef is what a rewritten chunk URL stands for.
 type ChunkRef struct {
 	// URL is the original presigned storage URL. It is a bearer secret:
 	// never log it.
@@ -24,52 +24,81 @@ type ChunkRef struct {
 	// Headers are the reply's chunkHeaders (SSE-C), nil when it had none:
 	// the gateway then forwards the driver's own SSE-C headers.
 	Headers map[string]string
-	// Owner binds the chunk to the session that received the reply; a
+	// Owner binds the chunk to the workload that received the reply; a
 	// fetch by another owner is refused.
 	Owner string
 	// QueryID is the statement the chunk belongs to, for the recording.
 	QueryID string
 	// Index is the chunk's position in the result.
-	Index   int
+	Index int
+	// Expires is when the rewritten URL stops being served (second
+	// precision).
 	Expires time.Time
 }
 
-// ChunkTable maps opaque chunk ids to original chunk URLs: RewriteReply puts
-// gateway URLs into a reply, Lookup serves the driver's GET of one. It is
-// safe for concurrent use and bounded in size.
+// ChunkTable turns the chunk URLs of a reply into gateway URLs and back:
+// RewriteReply puts gateway URLs into a reply, Lookup serves the driver's
+// GET of one. Despite its name it holds nothing per chunk: each gateway URL
+// carries its ChunkRef sealed (chunktoken.go) with a key the table holds,
+// so a URL stays good across a restart of the gateway with the same key,
+// and any number of results may be in flight. It is safe for concurrent use.
 type ChunkTable struct {
-	ttl time.Duration
-	max int
-	now func() time.Time
-
-	mu    sync.Mutex
-	refs  map[string]ChunkRef
-	order []string // ids, oldest first
+	ttl  time.Duration
+	now  func() time.Time
+	keys atomic.Pointer[chunkKeyring]
 }
 
-// NewChunkTable returns a table; zero arguments take the defaults. now is
-// the clock (nil: time.Now).
+// NewChunkTable returns a table sealing with a fresh random key, which dies
+// with the process: its URLs do not survive a restart (tests, defaults).
+// max is not used (nothing is held per chunk) and kept for callers of the
+// former bounded table; ttl 0 is DefaultChunkTTL; now is the clock (nil:
+// time.Now).
 func NewChunkTable(max int, ttl time.Duration, now func() time.Time) *ChunkTable {
-	if max <= 0 {
-		max = DefaultMaxChunks
+	_ = max
+	key := make([]byte, ChunkKeySize)
+	_, _ = rand.Read(key) // crypto/rand.Read never fails (Go ≥ 1.24)
+	t, err := NewSealedChunkTable(ChunkKeys{Current: key}, ttl, now)
+	if err != nil {
+		// A 32-byte key is always accepted.
+		panic(fmt.Sprintf("chunk table with a fresh key: %v", err))
 	}
+	return t
+}
+
+// NewSealedChunkTable returns a table sealing with keys.Current and opening
+// what it or keys.Previous sealed. ttl 0 is DefaultChunkTTL; now is the
+// clock (nil: time.Now).
+func NewSealedChunkTable(keys ChunkKeys, ttl time.Duration, now func() time.Time) (*ChunkTable, error) {
 	if ttl <= 0 {
 		ttl = DefaultChunkTTL
 	}
 	if now == nil {
 		now = time.Now
 	}
-	return &ChunkTable{ttl: ttl, max: max, now: now, refs: map[string]ChunkRef{}}
+	ring, err := newChunkKeyring(keys)
+	if err != nil {
+		return nil, err
+	}
+	t := &ChunkTable{ttl: ttl, now: now}
+	t.keys.Store(ring)
+	return t, nil
 }
 
-// RewriteReply registers every chunk of q for owner and points its URL at
-// ChunkURL(host, id). It returns the number of chunks rewritten. URLs that
-// already point at the gateway are left alone.
+// KeyID is the id of the key the table seals with, as URLs carry it (for
+// the operator's log: it is not secret).
+func (t *ChunkTable) KeyID() string { return fmt.Sprintf("%08x", t.keys.Load().current.id) }
+
+// RewriteReply points every chunk URL of q at a gateway URL
+// (ChunkURL(host, id) with the sealed reference in its query) bound to
+// owner. It returns the number of chunks rewritten. URLs that already point
+// at the gateway are left alone.
 func (t *ChunkTable) RewriteReply(q *QueryResponse, host, owner string) (int, error) {
 	headers, err := q.ChunkHeaders()
 	if err != nil {
 		return 0, err
 	}
+	expires := t.now().Add(t.ttl)
+	keys := t.keys.Load()
 	return q.RewriteChunkURLs(func(i int, orig string) (string, error) {
 		if IsGatewayChunkURL(orig) {
 			return orig, nil
@@ -77,45 +106,46 @@ func (t *ChunkTable) RewriteReply(q *QueryResponse, host, owner string) (int, er
 		if orig == "" {
 			return "", fmt.Errorf("chunk %d has an empty url", i)
 		}
-		id := NewChunkID()
-		t.put(id, ChunkRef{URL: orig, Headers: headers, Owner: owner, QueryID: q.QueryID, Index: i})
-		return ChunkURL(host, id), nil
+		id, sealed, err := keys.seal(ChunkRef{URL: orig, Headers: headers, Owner: owner, QueryID: q.QueryID, Index: i, Expires: expires})
+		if err != nil {
+			return "", err
+		}
+		u := url.URL{Scheme: "https", Host: host, Path: ChunkPathPrefix + id, RawQuery: ChunkTokenParam + "=" + sealed}
+		return u.String(), nil
 	})
 }
 
-func (t *ChunkTable) put(id string, ref ChunkRef) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	now := t.now()
-	ref.Expires = now.Add(t.ttl)
-	t.refs[id] = ref
-	t.order = append(t.order, id)
-	for len(t.order) > 0 {
-		oldest := t.order[0]
-		r, ok := t.refs[oldest]
-		if ok && len(t.refs) <= t.max && now.Before(r.Expires) {
-			break
-		}
-		delete(t.refs, oldest)
-		t.order = t.order[1:]
-	}
+// Lookup returns the chunk that the gateway URL with path id id and query
+// parameter ChunkTokenParam sealed names, when this table (or its previous
+// key) sealed it for owner and it has not expired. Anything else —
+// unknown, forged, tampered, expired, another owner's, another key's — is
+// one answer: false.
+func (t *ChunkTable) Lookup(id, sealed, owner string) (ChunkRef, bool) {
+	ref, err := t.Open(id, sealed, owner)
+	return ref, err == nil
 }
 
-// Lookup returns the chunk id names, when it exists, has not expired and
-// belongs to owner.
-func (t *ChunkTable) Lookup(id, owner string) (ChunkRef, bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	r, ok := t.refs[id]
-	if !ok || r.Owner != owner || !t.now().Before(r.Expires) {
-		return ChunkRef{}, false
+// Open is Lookup with the reason of a refusal (ErrChunkToken wrapped). The
+// reason is for tests and the operator; a driver is told only that the
+// chunk is unknown.
+func (t *ChunkTable) Open(id, sealed, owner string) (ChunkRef, error) {
+	ref, err := t.keys.Load().open(id, sealed, owner, t.now())
+	if err != nil {
+		return ChunkRef{}, err
 	}
-	return r, true
+	return ref, nil
 }
 
-// Len is the number of chunks held.
-func (t *ChunkTable) Len() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.refs)
+// Rotate makes key the sealing key. The key it replaces still opens what
+// it sealed, until every URL it sealed has expired (one TTL from now); a
+// key retired before that is forgotten. Rotations must not run
+// concurrently with each other (lookups and rewrites may).
+func (t *ChunkTable) Rotate(key []byte) error {
+	prev := t.keys.Load()
+	next, err := newChunkKeyring(ChunkKeys{Current: key, Previous: prev.current.key, PreviousUntil: t.now().Add(t.ttl), Bind: prev.bind})
+	if err != nil {
+		return err
+	}
+	t.keys.Store(next)
+	return nil
 }
