@@ -3,15 +3,16 @@
  * snowgate redirect programs, attached to the cgroup that holds the agents.
  *
  *   connect4/6     TCP to the intercepted ports goes to the gateway, the original
- *                  destination is kept in sg_socks under the socket cookie (UDP
- *                  DNS in socket storage); QUIC, DoT/DoQ and every IP protocol
- *                  other than TCP and UDP are refused; port 53 goes to the
- *                  gateway's DNS listener.
+ *                  destination is handed to sockops through a per-CPU slot of
+ *                  sg_handoff tagged with the socket cookie (UDP DNS in socket
+ *                  storage); QUIC, DoT/DoQ and every IP protocol other than
+ *                  TCP and UDP are refused; port 53 goes to the gateway's DNS
+ *                  listener.
  *   sendmsg4/6     unconnected UDP: 443/853 refused, 53 sent to the DNS listener.
  *   recvmsg4/6     DNS replies appear to come from the resolver that was asked.
  *   getpeername4/6 the agent sees the original peer.
- *   sockops        client (address, port) -> origin, for the gateway's look-up;
- *                  removed when the socket closes.
+ *   sockops        client (address, port) -> origin, for the gateway's look-up
+ *                  and getpeername; removed when the socket reaches TCP_CLOSE.
  *   sock_create    raw sockets and IP protocols other than TCP, UDP and ICMP
  *                  (ping sockets) refused.
  *   egress         backstop: drops what escaped the above.
@@ -80,7 +81,7 @@ volatile const __u16 intercept_ports[SG_MAX_PORTS] = {443, 80}; /* host order, 0
 /* Socket storage: the original destination of each redirected UDP (DNS)
  * socket; for TCP only the marker of a socket whose tuple could not be
  * recorded (SG_F_UNRECORDED, read by egress), and the records of sockets the
- * previous program generation redirected. */
+ * socket-storage program generation redirected. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -88,13 +89,14 @@ struct {
 	__type(value, struct sg_origin);
 } sg_origins SEC(".maps");
 
-/* Socket cookie -> original destination of a redirected TCP socket, written
- * by connect4/6 (a preallocated LRU map: nothing is allocated per connect, and
- * a record left by a connect that failed before TCP_CONNECT_CB is evicted in
- * time), read by sockops to record the tuple and by getpeername, deleted when
- * the socket closes. Sized like sg_tuples; per-CPU LRU lists, so neither an
- * update nor an eviction takes a lock shared between CPUs (connect4 and
- * TCP_CONNECT_CB of one connect usually run on the same CPU). */
+/* Socket cookie -> original destination of a redirected TCP socket whose
+ * handoff slot (sg_handoff) was taken: connect4/6 write it here instead (or
+ * move the slot's unclaimed record here), sockops moves it into the tuple map
+ * at TCP_CONNECT_CB. The previous program generation kept every TCP record
+ * here until the socket closed; sockops and getpeername still read it, and
+ * the close removes what a tuple record does not say is gone (SG_F_NOSOCK).
+ * A preallocated LRU map: a record of a connect that failed before
+ * TCP_CONNECT_CB is evicted in time. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(map_flags, BPF_F_NO_COMMON_LRU);
@@ -103,7 +105,30 @@ struct {
 	__type(value, struct sg_origin);
 } sg_socks SEC(".maps");
 
-/* Client (address, port) -> origin, read by the gateway on accept. */
+/* The handoff from connect4/6 to sockops: connect() runs both in one system
+ * call (TCP_CONNECT_CB before the SYN), so a redirected socket's record
+ * waits in a slot of the connecting CPU, tagged with the socket cookie
+ * (sg_origin.cookie: 0 free, SG_SLOT_BUSY being written), instead of being
+ * inserted into and later deleted from a hash map. Slot = cookie modulo
+ * SG_HANDOFF_SLOTS. A connect4 that finds its slot holding another socket's
+ * unclaimed record (a connect that failed before TCP_CONNECT_CB, a deferred
+ * TCP_FASTOPEN_CONNECT, a task preempted in between) moves that record to
+ * sg_socks first, so no record is ever dropped. sockops claims its record
+ * with a compare-and-swap of the cookie, on another CPU's slot too when the
+ * task migrated. Pinned: every program generation that shares this layout
+ * must hand off through the same slots. */
+#define SG_HANDOFF_SLOTS 8
+#define SG_SLOT_BUSY ((__u64)-1)
+#define SG_MAX_CPUS 1024 /* bound of the cross-CPU search */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SG_HANDOFF_SLOTS);
+	__type(key, __u32);
+	__type(value, struct sg_origin);
+} sg_handoff SEC(".maps");
+
+/* Client (address, port) -> origin, read by the gateway on accept and by
+ * getpeername (with the socket cookie checked). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
@@ -307,9 +332,9 @@ static __always_inline int pick_target4(void *ctx, int dns, struct target *t)
 }
 
 /* Forget an earlier DNS redirect when a UDP socket is connected again
- * elsewhere. TCP needs no forgetting: its records live in sg_socks and
- * sockops checks that a record still names the socket's peer before using it,
- * so an allowed TCP connect returns without a helper call. */
+ * elsewhere. TCP needs no forgetting: its records are handed to sockops, which
+ * checks that a record still names the socket's peer before using it, so an
+ * allowed TCP connect returns without a helper call. */
 static __always_inline void forget(struct bpf_sock *sk)
 {
 	if (!sk)
@@ -324,10 +349,77 @@ static __always_inline int is_tcp(__u32 proto)
 	return proto == IPPROTO_TCP || proto == SG_IPPROTO_MPTCP;
 }
 
-/* Record the original destination: TCP in sg_socks under the socket cookie (a
- * preallocated map: no allocation on the connect path), UDP (DNS) in socket
- * storage, which recvmsg reads for every reply and which is freed with the
- * socket. Returns 0 when it could not be recorded. */
+static __always_inline int spill(const struct sg_origin *rec)
+{
+	return bpf_map_update_elem(&sg_socks, &rec->cookie, rec, BPF_ANY) == 0;
+}
+
+/* Hand a TCP record (rec->cookie set) to this connect's TCP_CONNECT_CB
+ * through the CPU's slot (sg_handoff), or through sg_socks when the slot is
+ * being written by a connect this one preempted. Returns 0 when it could not
+ * be recorded. */
+static __always_inline int handoff_put(const struct sg_origin *rec)
+{
+	__u32 i = (__u32)rec->cookie & (SG_HANDOFF_SLOTS - 1);
+	struct sg_origin *s = bpf_map_lookup_elem(&sg_handoff, &i);
+	if (!s)
+		return spill(rec);
+	__u64 old = __sync_lock_test_and_set(&s->cookie, SG_SLOT_BUSY);
+	if (old == SG_SLOT_BUSY)
+		return spill(rec);
+	if (old != 0 && old != rec->cookie) {
+		/* Another socket's unclaimed record: keep it in sg_socks, where
+		 * its sockops looks when the claim fails. */
+		struct sg_origin prev = *s;
+		prev.cookie = old;
+		if (bpf_map_update_elem(&sg_socks, &old, &prev, BPF_ANY) != 0) {
+			__sync_lock_test_and_set(&s->cookie, old);
+			return spill(rec);
+		}
+	}
+	struct sg_origin tmp = *rec;
+	tmp.cookie = SG_SLOT_BUSY;
+	*s = tmp;
+	/* Publish: the data is complete before the tag says whose it is. */
+	__sync_lock_test_and_set(&s->cookie, rec->cookie);
+	return 1;
+}
+
+/* Claim the record connect4/6 handed to this socket: 1 when found (copied to
+ * out), 0 when no slot holds it, -1 when a connect on the slot's CPU moved it
+ * to sg_socks while it was being claimed. */
+static __always_inline int handoff_take(__u64 cookie, struct sg_origin *out)
+{
+	__u32 i = (__u32)cookie & (SG_HANDOFF_SLOTS - 1);
+	struct sg_origin *s = bpf_map_lookup_elem(&sg_handoff, &i);
+
+	if (!s || s->cookie != cookie) {
+		/* The task moved to another CPU between connect4 and
+		 * TCP_CONNECT_CB (or TCP_CONNECT_CB was deferred). */
+		s = 0;
+		for (__u32 cpu = 0; cpu < SG_MAX_CPUS; cpu++) {
+			struct sg_origin *x = bpf_map_lookup_percpu_elem(&sg_handoff, &i, cpu);
+			if (!x)
+				break;
+			if (x->cookie == cookie) {
+				s = x;
+				break;
+			}
+		}
+		if (!s)
+			return 0;
+	}
+	*out = *s;
+	if (__sync_val_compare_and_swap(&s->cookie, cookie, 0) != cookie)
+		return -1;
+	out->cookie = cookie;
+	return 1;
+}
+
+/* Record the original destination: TCP handed to sockops through sg_handoff
+ * (no hash insert on the connect path), UDP (DNS) in socket storage, which
+ * recvmsg reads for every reply and which is freed with the socket. Returns 0
+ * when it could not be recorded. */
 static __always_inline int remember(struct bpf_sock_addr *ctx, const struct who *w,
 				    const __u32 orig[4], __u16 orig_port,
 				    const __u32 tgt[4], __u16 tgt_port,
@@ -354,7 +446,7 @@ static __always_inline int remember(struct bpf_sock_addr *ctx, const struct who 
 	rec._pad = 0;
 	if (is_tcp(proto)) {
 		rec.cookie = bpf_get_socket_cookie(ctx);
-		return bpf_map_update_elem(&sg_socks, &rec.cookie, &rec, BPF_ANY) == 0;
+		return handoff_put(&rec);
 	}
 	struct bpf_sock *sk = ctx->sk;
 	if (!sk)
@@ -531,75 +623,103 @@ int sg_sendmsg6(struct bpf_sock_addr *ctx)
 	return handle_addr6(ctx, SG_HOOK_SENDMSG6, 0);
 }
 
-/* The origin of a redirected socket. A TCP socket's is in sg_socks under its
- * cookie; a UDP (DNS) socket's in socket storage, where a TCP socket also
- * keeps one when the previous program generation redirected it (during an
- * upgrade) or when sockops marked it unrecorded. An MPTCP socket has neither:
- * connect4/6 ran on its first subflow, so the record is the subflow's; it is
- * found through the tuple map under the local address and port, which the
- * MPTCP socket shares with the subflow. */
-static __always_inline struct sg_origin *origin_of(struct bpf_sock_addr *ctx, struct bpf_sock *sk)
+/* Could a socket whose peer has this port (network order) have been sent to
+ * the gateway? The ports of every gateway address: the load-time ones, and
+ * the per-namespace target of a client in another network namespace. Lets
+ * sockops and getpeername skip every look-up for the sockets they have
+ * nothing to do with. */
+static __always_inline int gateway_port(void *ctx, __u16 port)
+{
+	if (port == 0)
+		return 0;
+	if (port == proxy4_port || port == host_proxy4_port || port == proxy6_port ||
+	    port == dns4_port || port == host_dns4_port || port == dns6_port)
+		return 1;
+	__u64 c = bpf_get_netns_cookie(ctx);
+	if (c == host_netns_cookie)
+		return 0;
+	struct sg_netns_target *nt = bpf_map_lookup_elem(&sg_netns, &c);
+	return nt && (port == nt->proxy_port || port == nt->dns_port);
+}
+
+/* The origin of a redirected socket. A TCP socket's is in the tuple map under
+ * its local address and port, with its cookie (a record of an earlier socket
+ * on that port is not its own): getpeername answers ENOTCONN before
+ * TCP_CONNECT_CB has recorded it (a deferred TCP_FASTOPEN_CONNECT is in
+ * SYN_SENT until its first write), and every program generation since the
+ * tuple map records it there. A UDP (DNS) socket's is in socket storage,
+ * where a TCP socket also keeps one when the socket-storage generation
+ * redirected it or when sockops marked it unrecorded. An MPTCP socket's is
+ * its first subflow's: connect4/6 and sockops ran on the subflow, whose local
+ * address and port the MPTCP socket shares, so its tuple record carries the
+ * subflow's cookie. */
+static __always_inline struct sg_origin *origin_of(struct bpf_sock_addr *ctx, struct bpf_sock *sk,
+						   int v4)
 {
 	__u32 proto = ctx->protocol;
 	struct sg_origin *o;
 
 	if (proto != IPPROTO_UDP) {
-		__u64 cookie = bpf_get_socket_cookie(ctx);
-		o = bpf_map_lookup_elem(&sg_socks, &cookie);
-		if (o)
+		struct sg_tuple_key k = {};
+		__u32 ip4, a0, a1, a2, a3, lport;
+
+		sock_read(ip4, sk, src_ip4);
+		sock_read(a0, sk, src_ip6[0]);
+		sock_read(a1, sk, src_ip6[1]);
+		sock_read(a2, sk, src_ip6[2]);
+		sock_read(a3, sk, src_ip6[3]);
+		sock_read(lport, sk, src_port);
+		if (v4) {
+			v4mapped(k.addr, ip4);
+		} else {
+			k.addr[0] = a0;
+			k.addr[1] = a1;
+			k.addr[2] = a2;
+			k.addr[3] = a3;
+		}
+		k.port = bpf_htons((__u16)lport);
+		o = bpf_map_lookup_elem(&sg_tuples, &k);
+		if (o && proto == SG_IPPROTO_MPTCP)
+			return o;
+		if (o && o->cookie == bpf_get_socket_cookie(ctx))
 			return o;
 	}
-	o = bpf_sk_storage_get(&sg_origins, sk, 0, 0);
-	if (o || proto != SG_IPPROTO_MPTCP)
-		return o;
-	struct sg_tuple_key k = {};
-	__u32 family, ip4, a0, a1, a2, a3, lport;
-
-	sock_read(family, sk, family);
-	sock_read(ip4, sk, src_ip4);
-	sock_read(a0, sk, src_ip6[0]);
-	sock_read(a1, sk, src_ip6[1]);
-	sock_read(a2, sk, src_ip6[2]);
-	sock_read(a3, sk, src_ip6[3]);
-	sock_read(lport, sk, src_port);
-	if (family == SG_AF_INET) {
-		v4mapped(k.addr, ip4);
-	} else {
-		k.addr[0] = a0;
-		k.addr[1] = a1;
-		k.addr[2] = a2;
-		k.addr[3] = a3;
-	}
-	k.port = bpf_htons((__u16)lport);
-	return bpf_map_lookup_elem(&sg_tuples, &k);
+	return bpf_sk_storage_get(&sg_origins, sk, 0, 0);
 }
 
 /* The origin when the address the kernel is about to report (peer or
  * datagram source) is the gateway the socket was sent to. */
 static __always_inline struct sg_origin *origin_of4(struct bpf_sock_addr *ctx, __u8 need)
 {
+	__u32 ip = ctx->user_ip4;
+	__u16 port = (__u16)ctx->user_port;
 	struct bpf_sock *sk = ctx->sk;
-	if (!sk)
+	if (!sk || !gateway_port(ctx, port))
 		return 0;
-	struct sg_origin *o = origin_of(ctx, sk);
+	struct sg_origin *o = origin_of(ctx, sk, 1);
 	if (!o || (o->flags & need) != need || !(o->flags & SG_F_V4))
 		return 0;
-	if (ctx->user_ip4 != o->target[3] || (__u16)ctx->user_port != o->target_port)
+	if (ip != o->target[3] || port != o->target_port)
 		return 0;
 	return o;
 }
 
 static __always_inline struct sg_origin *origin_of6(struct bpf_sock_addr *ctx, __u8 need)
 {
+	__u32 a[4];
+	a[0] = ctx->user_ip6[0];
+	a[1] = ctx->user_ip6[1];
+	a[2] = ctx->user_ip6[2];
+	a[3] = ctx->user_ip6[3];
+	__u16 port = (__u16)ctx->user_port;
 	struct bpf_sock *sk = ctx->sk;
-	if (!sk)
+	if (!sk || !gateway_port(ctx, port))
 		return 0;
-	struct sg_origin *o = origin_of(ctx, sk);
+	struct sg_origin *o = origin_of(ctx, sk, is_v4mapped(a));
 	if (!o || (o->flags & need) != need)
 		return 0;
-	if (ctx->user_ip6[0] != o->target[0] || ctx->user_ip6[1] != o->target[1] ||
-	    ctx->user_ip6[2] != o->target[2] || ctx->user_ip6[3] != o->target[3] ||
-	    (__u16)ctx->user_port != o->target_port)
+	if (a[0] != o->target[0] || a[1] != o->target[1] || a[2] != o->target[2] ||
+	    a[3] != o->target[3] || port != o->target_port)
 		return 0;
 	return o;
 }
@@ -734,68 +854,109 @@ static __always_inline int sops_is_target(const struct sops_view *v, const struc
 	       v->rip6[2] == o->target[2] && v->rip6[3] == o->target[3];
 }
 
-/* TCP_CONNECT_CB, before the SYN: copy the socket's record into the tuple
+/* The record of a socket at TCP_CONNECT_CB, copied to rec: from its handoff
+ * slot (returns 1), else from sg_socks (its slot was taken, or the previous
+ * program generation's connect4 redirected it; the record stays there for
+ * that generation's getpeername during an upgrade and goes at the close) or
+ * from socket storage (the generation before), returns 2. Returns 0 when the
+ * socket was not redirected, -1 when its record was lost (rec holds what is
+ * known). */
+static __always_inline int sops_record(struct bpf_sock_ops *skops, __u64 cookie,
+				       struct sg_origin *rec)
+{
+	int r = handoff_take(cookie, rec);
+	if (r > 0)
+		return 1;
+	/* A claim that failed (r < 0) lost a race with the connect that is
+	 * moving the record to sg_socks: look again while it does. */
+	int tries = r < 0 ? 32 : 1;
+	for (int n = 0; n < tries; n++) {
+		struct sg_origin *o = bpf_map_lookup_elem(&sg_socks, &cookie);
+		if (o) {
+			*rec = *o;
+			return 2;
+		}
+	}
+	if (r < 0)
+		return -1;
+	struct bpf_sock *sk = skops->sk;
+	if (!sk)
+		return 0;
+	struct sg_origin *st = bpf_sk_storage_get(&sg_origins, sk, 0, 0);
+	if (!st)
+		return 0;
+	*rec = *st;
+	return 2;
+}
+
+/* Cut a redirected socket off: the egress backstop drops every packet of a
+ * socket whose storage says SG_F_UNRECORDED (storage is only created here,
+ * on this failure path). Called before the SYN is sent, so egress sees the
+ * flag on the first packet. */
+static __always_inline void sops_unrecorded(struct bpf_sock_ops *skops, const struct sg_origin *o)
+{
+	struct who w = {
+		.cgroup_id = o->cgroup_id,
+		.pid = o->pid,
+		.uid = o->uid,
+	};
+	struct bpf_sock *sk = skops->sk;
+	if (sk) {
+		struct sg_origin *st = bpf_sk_storage_get(&sg_origins, sk, 0,
+							  BPF_SK_STORAGE_GET_F_CREATE);
+		if (st) {
+			*st = *o;
+			st->flags |= SG_F_REDIRECTED | SG_F_UNRECORDED;
+		}
+	}
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&sg_unrecorded, &zero);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+	refuse(&w, SG_TUPLE_UPDATE_FAILED, SG_HOOK_SOCKOPS, IPPROTO_TCP, o->addr, o->port);
+}
+
+/* TCP_CONNECT_CB, before the SYN: move the socket's record into the tuple
  * map under its local address and port, and ask for the state callback that
- * removes it on close. Sockets not redirected cost one cookie and one map
- * look-up. */
+ * removes it on close. A socket whose peer port is no gateway port costs
+ * nothing more here. */
 static __always_inline void sops_connect(struct bpf_sock_ops *skops)
 {
 	struct sops_view v;
 	struct sg_tuple_key k = {};
-	__u64 cookie = bpf_get_socket_cookie(skops);
-	struct sg_origin *o = bpf_map_lookup_elem(&sg_socks, &cookie);
+	struct sg_origin rec;
 
-	if (!o) {
-		/* Redirected by the previous program generation (connect4
-		 * not yet upgraded): its record is in socket storage. */
-		struct bpf_sock *sk = skops->sk;
-		if (!sk)
-			return;
-		o = bpf_sk_storage_get(&sg_origins, sk, 0, 0);
-	}
-	if (!o || !(o->flags & SG_F_REDIRECTED))
-		return;
 	sops_read(skops, &v);
-	if (!sops_is_target(&v, o)) {
-		bpf_map_delete_elem(&sg_socks, &cookie);
+	/* remote_port is the port in network order as a u32. */
+	if (!gateway_port(skops, bpf_htons((__u16)bpf_ntohl(v.rport))))
+		return;
+	__u64 cookie = bpf_get_socket_cookie(skops);
+	int r = sops_record(skops, cookie, &rec);
+	if (r == 0)
+		return;
+	if (r < 0) {
+		sops_unrecorded(skops, &rec);
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+						 BPF_SOCK_OPS_STATE_CB_FLAG);
 		return;
 	}
-	tuple_key(&v, o->flags & SG_F_V4, &k);
-	o->cookie = cookie;
-	if (bpf_map_update_elem(&sg_tuples, &k, o, BPF_ANY) != 0) {
-		struct who w = {
-			.cgroup_id = o->cgroup_id,
-			.pid = o->pid,
-			.uid = o->uid,
-		};
-		/* The egress backstop drops every packet of a socket whose
-		 * storage says SG_F_UNRECORDED. Storage is only created here,
-		 * on this failure path. */
-		struct bpf_sock *sk = skops->sk;
-		if (sk) {
-			struct sg_origin *st = bpf_sk_storage_get(&sg_origins, sk, 0,
-								  BPF_SK_STORAGE_GET_F_CREATE);
-			if (st) {
-				if (st != o)
-					*st = *o;
-				st->flags |= SG_F_UNRECORDED;
-			}
-		}
-		/* Before the SYN is sent (this callback precedes it), so
-		 * egress sees the flag on the first packet. */
-		__u32 zero = 0;
-		__u64 *n = bpf_map_lookup_elem(&sg_unrecorded, &zero);
-		if (n)
-			__sync_fetch_and_add(n, 1);
-		refuse(&w, SG_TUPLE_UPDATE_FAILED, SG_HOOK_SOCKOPS, IPPROTO_TCP, o->addr, o->port);
-	} else {
+	if (!(rec.flags & SG_F_REDIRECTED) || !sops_is_target(&v, &rec))
+		return;
+	tuple_key(&v, rec.flags & SG_F_V4, &k);
+	rec.cookie = cookie;
+	rec.flags &= ~SG_F_NOSOCK;
+	if (r == 1)
+		rec.flags |= SG_F_NOSOCK;
+	if (bpf_map_update_elem(&sg_tuples, &k, &rec, BPF_ANY) != 0)
+		sops_unrecorded(skops, &rec);
+	else
 		count(SG_TUPLE_RECORDED);
-	}
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 }
 
-/* TCP_CLOSE of a redirected socket: remove its tuple and its record. The key
- * is derived from the socket alone, so this needs no look-up of the record. */
+/* TCP_CLOSE of a redirected socket: remove its tuple, and its sg_socks record
+ * unless the tuple record says there is none (SG_F_NOSOCK: handed over
+ * through a slot). The key is derived from the socket alone. */
 static __always_inline void sops_close(struct bpf_sock_ops *skops)
 {
 	struct sops_view v;
@@ -808,8 +969,11 @@ static __always_inline void sops_close(struct bpf_sock_ops *skops)
 	/* The cookie check keeps a late close from deleting the record of a
 	 * newer socket that reuses the same local port. */
 	if (rec && rec->cookie == cookie) {
+		__u8 nosock = rec->flags & SG_F_NOSOCK;
 		bpf_map_delete_elem(&sg_tuples, &k);
 		count(SG_TUPLE_DELETED);
+		if (nosock)
+			return;
 	}
 	bpf_map_delete_elem(&sg_socks, &cookie);
 }

@@ -52,10 +52,12 @@ enum sg_hook {
 #define SG_F_V4          (1 << 1) /* the original destination is IPv4 (or v4-mapped) */
 #define SG_F_DNS         (1 << 2) /* the socket talks to the DNS listener */
 #define SG_F_UNRECORDED  (1 << 3) /* the tuple could not be recorded: egress drops it */
+#define SG_F_NOSOCK      (1 << 4) /* tuple record: sg_socks holds nothing for the socket */
 
-/* The original destination of a redirected socket and who opened it. It lives
- * in socket storage (freed with the socket) and, for TCP, is copied into the
- * tuple map under the client's (address, port). */
+/* The original destination of a redirected socket and who opened it. For TCP
+ * connect4/6 hand it to sockops through a per-CPU slot of sg_handoff (or, when
+ * the slot is taken, sg_socks), and sockops moves it into the tuple map under
+ * the client's (address, port); for UDP (DNS) it lives in socket storage. */
 struct sg_origin {
 	__u32 addr[4];      /* original destination, network order, v4 as ::ffff:x */
 	__u32 target[4];    /* where it was sent instead, same encoding */

@@ -19,6 +19,8 @@
 # builds the package's test binary from the git ref (git archive, nothing in
 # the checkout changes) and from the working tree, alternates their paired and
 # progstats runs COUNT times, and prints the medians of each side.
+# REF_TEST=<binary> instead of REF compares against a test binary built
+# earlier (go test -c ./internal/redirect), e.g. of an uncommitted variant.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,12 +33,19 @@ benchtime=${BENCHTIME:-1s}
 raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT
 
-if [ -n "${REF:-}" ]; then
+if [ -n "${REF:-}" ] || [ -n "${REF_TEST:-}" ]; then
 	tmp=$(mktemp -d)
 	trap 'rm -f "$raw"; rm -rf "$tmp"' EXIT
-	mkdir "$tmp/ref"
-	git archive "$REF" | tar -x -C "$tmp/ref"
-	(cd "$tmp/ref" && go test -c -o "$tmp/ref.test" ./internal/redirect)
+	if [ -n "${REF_TEST:-}" ]; then
+		# A test binary built earlier (go test -c ./internal/redirect),
+		# e.g. from an uncommitted variant of the programs.
+		cp "$REF_TEST" "$tmp/ref.test"
+		REF=$REF_TEST
+	else
+		mkdir "$tmp/ref"
+		git archive "$REF" | tar -x -C "$tmp/ref"
+		(cd "$tmp/ref" && go test -c -o "$tmp/ref.test" ./internal/redirect)
+	fi
 	go test -c -o "$tmp/new.test" ./internal/redirect
 	echo "# A/B: $REF (ref) against the working tree (new), alternated $count times"
 	echo "# <binary> -test.run '^\$' -test.bench 'BenchmarkConnect/(ebpf-progstats|paired)\$' -test.benchtime $benchtime"

@@ -131,7 +131,7 @@ func BenchmarkConnect(b *testing.B) {
 	}
 	run("none", main, plain, main.proxy, origNone, false)
 	run("ebpf", main, cb.agents, snowflake, origLookup, false)
-	// The redirect's kernel side alone: rewrite, the sg_socks record, the
+	// The redirect's kernel side alone: rewrite, the handoff to sockops, the
 	// tuple map, but no Lookup by the gateway.
 	run("ebpf-no-lookup", main, cb.agents, snowflake, origNone, false)
 	// The programs run but have nothing to rewrite (a port not

@@ -83,11 +83,12 @@ var helperProbes = []struct {
 	{ebpf.CGroupSockAddr, []asm.BuiltinFunc{
 		asm.FnGetCurrentCgroupId, asm.FnGetCurrentPidTgid, asm.FnGetCurrentUidGid,
 		asm.FnGetNetnsCookie, asm.FnSkStorageGet, asm.FnRingbufReserve, asm.FnRingbufSubmit,
-		asm.FnMapLookupElem,
+		asm.FnMapLookupElem, asm.FnGetSocketCookie, asm.FnMapUpdateElem,
 	}},
 	{ebpf.SockOps, []asm.BuiltinFunc{
 		asm.FnSkStorageGet, asm.FnGetSocketCookie, asm.FnSockOpsCbFlagsSet,
 		asm.FnMapUpdateElem, asm.FnMapDeleteElem, asm.FnRingbufReserve,
+		asm.FnGetNetnsCookie, asm.FnMapLookupPercpuElem,
 	}},
 	{ebpf.CGroupSock, []asm.BuiltinFunc{
 		asm.FnGetCurrentCgroupId, asm.FnGetCurrentPidTgid, asm.FnGetCurrentUidGid,

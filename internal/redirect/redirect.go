@@ -148,6 +148,7 @@ var hooks = []hook{
 var pinnedMaps = []string{
 	snowgateMapSgOrigins,
 	snowgateMapSgSocks,
+	snowgateMapSgHandoff,
 	snowgateMapSgTuples,
 	snowgateMapSgCounters,
 	snowgateMapSgEvents,
@@ -429,7 +430,7 @@ func Install(cfg Config) (*Redirect, error) {
 	}
 	// The maps only the programs use stay pinned; our FDs can go.
 	defer func() {
-		for _, m := range []*ebpf.Map{objs.SgSocks, objs.SgUnrecorded, objs.SgSnowflakeAddrs} {
+		for _, m := range []*ebpf.Map{objs.SgSocks, objs.SgHandoff, objs.SgUnrecorded, objs.SgSnowflakeAddrs} {
 			m.Close()
 		}
 	}()

@@ -107,6 +107,7 @@ type snowgateSgTupleKey struct {
 const (
 	snowgateMapSgCounters       = "sg_counters"
 	snowgateMapSgEvents         = "sg_events"
+	snowgateMapSgHandoff        = "sg_handoff"
 	snowgateMapSgNetns          = "sg_netns"
 	snowgateMapSgOrigins        = "sg_origins"
 	snowgateMapSgSnowflakeAddrs = "sg_snowflake_addrs"
@@ -205,6 +206,7 @@ type snowgateProgramSpecs struct {
 type snowgateMapSpecs struct {
 	SgCounters       *ebpf.MapSpec `ebpf:"sg_counters"`
 	SgEvents         *ebpf.MapSpec `ebpf:"sg_events"`
+	SgHandoff        *ebpf.MapSpec `ebpf:"sg_handoff"`
 	SgNetns          *ebpf.MapSpec `ebpf:"sg_netns"`
 	SgOrigins        *ebpf.MapSpec `ebpf:"sg_origins"`
 	SgSnowflakeAddrs *ebpf.MapSpec `ebpf:"sg_snowflake_addrs"`
@@ -259,6 +261,7 @@ func (o *snowgateObjects) Close() error {
 type snowgateMaps struct {
 	SgCounters       *ebpf.Map `ebpf:"sg_counters"`
 	SgEvents         *ebpf.Map `ebpf:"sg_events"`
+	SgHandoff        *ebpf.Map `ebpf:"sg_handoff"`
 	SgNetns          *ebpf.Map `ebpf:"sg_netns"`
 	SgOrigins        *ebpf.Map `ebpf:"sg_origins"`
 	SgSnowflakeAddrs *ebpf.Map `ebpf:"sg_snowflake_addrs"`
@@ -271,6 +274,7 @@ func (m *snowgateMaps) Close() error {
 	return _SnowgateClose(
 		m.SgCounters,
 		m.SgEvents,
+		m.SgHandoff,
 		m.SgNetns,
 		m.SgOrigins,
 		m.SgSnowflakeAddrs,

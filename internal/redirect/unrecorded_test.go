@@ -361,22 +361,24 @@ func clientSocket(t *testing.T, pid int, local string) int {
 }
 
 // markUnrecorded does what sockops does when the tuple update fails: it
-// gives the socket fd socket storage holding its record (from sg_socks, under
-// the socket's cookie) with SG_F_UNRECORDED set.
+// gives the socket fd socket storage holding its record (from the tuple map,
+// under the socket's local address and port, with its cookie) with
+// SG_F_UNRECORDED set.
 func markUnrecorded(t *testing.T, r *Redirect, fd int) {
 	t.Helper()
-	socks, err := ebpf.LoadPinnedMap(filepath.Join(r.pinDir, snowgateMapSgSocks), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer socks.Close()
 	cookie, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE)
 	if err != nil {
 		t.Fatalf("SO_COOKIE: %v", err)
 	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatalf("getsockname: %v", err)
+	}
+	local := netip.MustParseAddrPort(testenv.SockaddrString(sa))
+	key := snowgateSgTupleKey{Addr: ip6Words(local.Addr().WithZone("")), Port: htons(local.Port())}
 	var o snowgateSgOrigin
-	if err := socks.Lookup(cookie, &o); err != nil {
-		t.Fatalf("record of the client's socket (cookie %d) in sg_socks: %v", cookie, err)
+	if err := r.tuples.Lookup(&key, &o); err != nil {
+		t.Fatalf("tuple record of the client's socket %v (cookie %d): %v", local, cookie, err)
 	}
 	if o.Flags&flagRedirected == 0 || o.Flags&flagUnrecorded != 0 || o.Cookie != cookie {
 		t.Fatalf("record flags %#x, cookie %d: want redirected, not unrecorded, cookie %d", o.Flags, o.Cookie, cookie)

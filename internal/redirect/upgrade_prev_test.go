@@ -16,24 +16,29 @@ import (
 	"github.com/snowgate/snowgate/internal/testenv"
 )
 
-// prevObject is the eBPF object of the previous program generation, which
-// kept every original destination in socket storage (TCP ones now live in
-// sg_socks). It stays to test the upgrade from it: an installed redirect is
-// upgraded link by link (Install swaps the programs in the order of hooks),
-// so for a while the new sockops and getpeername programs run with the old
-// connect4.
-const prevObject = "testdata/snowgate_prev.bpf.o"
+// The eBPF objects of earlier program generations, kept to test the upgrade
+// from them: an installed redirect is upgraded link by link (Install swaps
+// the programs in the order of hooks), so for a while the new sockops and
+// getpeername programs run with the old connect4.
+const (
+	// prevStorageObject kept every original destination in socket storage.
+	prevStorageObject = "testdata/snowgate_prev.bpf.o"
+	// prevSocksObject kept TCP ones in sg_socks under the socket cookie
+	// from connect4 until the close (they are now handed to sockops
+	// through sg_handoff).
+	prevSocksObject = "testdata/snowgate_socks.bpf.o"
+)
 
-// installPrevious attaches the previous generation's programs to the
-// fixture's cgroup with links and maps pinned as that generation's Install
-// did.
-func installPrevious(t *testing.T, f *redirectFixture) {
+// installPrevious attaches the programs of the previous generation in object
+// to the fixture's cgroup with links and maps pinned as that generation's
+// Install did.
+func installPrevious(t *testing.T, f *redirectFixture, object string) {
 	t.Helper()
 	err := f.inHostNetns(func(cfg Config, cookie uint64) error {
 		if err := ensureBPFFS(f.pinDir); err != nil {
 			return err
 		}
-		spec, err := ebpf.LoadCollectionSpec(prevObject)
+		spec, err := ebpf.LoadCollectionSpec(object)
 		if err != nil {
 			return err
 		}
@@ -134,8 +139,8 @@ func lookupGone(t *testing.T, r *Redirect, peer netip.AddrPort) {
 	}
 }
 
-// TestUpgradeFromPreviousGeneration upgrades a redirect installed by the
-// previous program generation while connections are open: a connection
+// TestUpgradeFromPreviousGeneration upgrades a redirect installed by an
+// earlier program generation while connections are open: a connection
 // redirected by the old programs, one redirected by the old connect4 while
 // the new sockops and getpeername programs already run (the window of an
 // in-order upgrade), and one after the upgrade. Each is recorded for the
@@ -143,10 +148,23 @@ func lookupGone(t *testing.T, r *Redirect, peer netip.AddrPort) {
 // when it closes.
 func TestUpgradeFromPreviousGeneration(t *testing.T) {
 	testenv.RequireRoot(t)
+	tests := []struct {
+		name   string
+		object string
+	}{
+		{"socket storage generation", prevStorageObject},
+		{"sg_socks generation", prevSocksObject},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { testUpgradeFrom(t, tc.object) })
+	}
+}
+
+func testUpgradeFrom(t *testing.T, object string) {
 	f := newRedirectFixture(t)
 	dst := "203.0.113.10:443"
 	want := Origin{Dst: netip.MustParseAddrPort(dst), CgroupID: f.cg.ID, PID: uint32(f.client.Pid)}
-	installPrevious(t, f)
+	installPrevious(t, f, object)
 	r, err := Open(f.pinDir)
 	if err != nil {
 		t.Fatal(err)
