@@ -12,9 +12,14 @@
 #   SNOWGATE_LOAD_RAMP=60s SNOWGATE_LOAD_THINK=2s ./scripts/bench-load.sh
 # (1,000 sessions for 5 minutes: the figure of RELIABILITY.md). Others:
 # SNOWGATE_LOAD_DIRECT_DURATION, SNOWGATE_LOAD_MIX, SNOWGATE_LOAD_EXPIRE_EVERY,
-# SNOWGATE_LOAD_SAMPLE_EVERY, and SNOWGATE_LOAD_RECORD_RESULTS (the daemon's
+# SNOWGATE_LOAD_SAMPLE_EVERY, SNOWGATE_LOAD_DRAIN (how long operations in
+# flight when the duration ends may finish before they are reported as cut
+# by the end of the run, not as errors; default 60s), and
+# SNOWGATE_LOAD_RECORD_RESULTS (the daemon's
 # recording.results: full, none or first_rows; default full). The full report
-# goes to bench-out/load.json.
+# goes to bench-out/load.json; with SNOWGATE_LOAD_GCTRACE=FILE the daemon runs
+# with GODEBUG=gctrace=1 and its garbage collector's lines (live heap per
+# collection) are appended to FILE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=bench-out

@@ -36,7 +36,10 @@ func BenchmarkLoad(b *testing.B) {
 		"--direct-duration", benchEnv("DIRECT_DURATION", min(duration, time.Minute).String()),
 		"--ramp", benchEnv("RAMP", "10s"), "--think", benchEnv("THINK", "1s"),
 		"--mix", benchEnv("MIX", "small=80,large=5,dml=15"), "--expire-every", benchEnv("EXPIRE_EVERY", "1m"),
-		"--sample-every", benchEnv("SAMPLE_EVERY", "5s"), "--op-timeout", "5m"}
+		"--sample-every", benchEnv("SAMPLE_EVERY", "5s"), "--op-timeout", "5m",
+		// Operations in flight when the duration ends get a minute; those
+		// still running then are reported as cut by the end of the run.
+		"--drain", benchEnv("DRAIN", "60s")}
 	s := newStack(b)
 	d := s.startDaemon(b)
 	args = append(append(args, s.directLoadArgs()...), "--gateway-pid", strconv.Itoa(d.cmd.Process.Pid))
@@ -67,6 +70,7 @@ func BenchmarkLoad(b *testing.B) {
 			b.ReportMetric(o.P99, "overhead-p99-ms")
 		}
 		b.ReportMetric(float64(errs), "errors")
+		b.ReportMetric(float64(g.Cut), "cut-at-end")
 		if gw := rep.Gateway; gw != nil {
 			b.ReportMetric(gw.RSSMaxMB, "gateway-rss-max-MB")
 			b.ReportMetric(gw.SlopeMBMin, "gateway-rss-slope-MB/min")

@@ -77,6 +77,12 @@ func TestParseFlags(t *testing.T) {
 		{name: "bad mix", args: []string{"--cgroup", "/x", "--user", "u", "--mix", "small=x"}, wantErr: "--mix"},
 		{name: "no sessions", args: []string{"--cgroup", "/x", "--user", "u", "--sessions", "0"}, wantErr: "at least 1"},
 		{name: "stray argument", args: []string{"--cgroup", "/x", "--user", "u", "extra"}, wantErr: "unexpected arguments"},
+		{name: "negative drain", args: []string{"--cgroup", "/x", "--user", "u", "--drain", "-1s"}, wantErr: "--drain"},
+		{name: "drain", args: []string{"--cgroup", "/x", "--user", "u", "--drain", "30s"}, check: func(t *testing.T, o *options) {
+			if o.drain != 30*time.Second || o.approveWorkers != 8 {
+				t.Errorf("drain %v, approve workers %d", o.drain, o.approveWorkers)
+			}
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -105,11 +111,14 @@ func TestErrorKind(t *testing.T) {
 		{&gosnowflake.SnowflakeError{Number: 390112}, "snowflake-390112"},
 		{fmt.Errorf("wrapped: %w", &gosnowflake.SnowflakeError{Number: 261000}), "snowflake-261000"},
 		{&gosnowflake.SnowflakeError{Number: 261000, Message: "failed to POST. HTTP: %v, URL: %v", MessageArgs: []any{401, "https://x"}}, "snowflake-261000-http-401"},
+		{&gosnowflake.SnowflakeError{Number: 3001, Message: "SQL access control error:\nsnowgate: statement held for approval apr_1 was denied by alice: no"}, "snowflake-3001"},
+		{&gosnowflake.SnowflakeError{Number: 3001, Message: "SQL access control error:\nsnowgate: the statement approved in apr_1 already ran; it runs only once"}, "snowflake-3001-already-ran"},
 		{context.DeadlineExceeded, "timeout"},
 		{fmt.Errorf("dial: %w", syscall.ECONNREFUSED), "connection-refused"},
 		{fmt.Errorf("read: %w", syscall.ECONNRESET), "connection-reset"},
 		{io.ErrUnexpectedEOF, "eof"},
 		{fmt.Errorf("%w: row 3", errWrongResult), "wrong-result"},
+		{fmt.Errorf("%w: in flight 3m0s (%v)", errStuckAtEnd, context.DeadlineExceeded), "stuck-at-end"},
 		{errors.New("Post \"https://x\": dial tcp 1.2.3.4:443: connect: connection refused"), "connection-refused"},
 		{errors.New("x509: certificate signed by unknown authority"), "tls"},
 		{errors.New("something else"), "other"},
@@ -133,13 +142,19 @@ func TestPercentilesAndMerge(t *testing.T) {
 		opSmall: {LatencyUS: lat[:500], Errors: map[string]int{"timeout": 2}},
 		opLogin: {LatencyUS: []int64{5000, 6000}},
 	}, Samples: map[string]string{"timeout": "small: deadline"}})
-	p.merge(workerResult{Index: 1, Ops: map[string]*opStats{opSmall: {LatencyUS: lat[500:]}}, Fatal: "boom"})
+	p.merge(workerResult{Index: 1, Ops: map[string]*opStats{opSmall: {LatencyUS: lat[500:]},
+		opDML: {LatencyUS: []int64{1000}, CutUS: []int64{61_000_000, 75_500_000}}}, Fatal: "boom"})
 	p.finish()
+	// Operations cut by the end of the run are counted apart: neither
+	// errors nor latencies.
+	if d := p.Ops[opDML]; d.Count != 1 || d.Cut != 2 || d.CutAgeMaxMS != 75_500 || len(d.Errors) != 0 || p.Cut != 2 || p.Errors["timeout"] != 2 {
+		t.Errorf("dml %+v, phase cut %d, errors %v", d, p.Cut, p.Errors)
+	}
 	s := p.Ops[opSmall]
 	if s.Count != 1000 || s.P50 != 500 || s.P90 != 900 || s.P99 != 990 || s.P999 != 999 || s.Max != 1000 {
 		t.Errorf("small: %+v", s)
 	}
-	if p.Sessions != 2 || p.OpsPerSecond != 100 {
+	if p.Sessions != 2 || p.OpsPerSecond != 100.1 {
 		t.Errorf("sessions %d, ops/s %v", p.Sessions, p.OpsPerSecond)
 	}
 	if p.Errors["timeout"] != 2 || s.Errors["timeout"] != 2 || len(p.Fatal) != 1 {
@@ -194,15 +209,16 @@ func TestDuplicates(t *testing.T) {
 func TestReportText(t *testing.T) {
 	rep := &report{
 		Settings: settings{Workloads: 2, Sessions: 3, Duration: time.Minute, Mix: "small=1"},
-		Phases: map[string]*phaseReport{"gateway": {Sessions: 6, Ops: map[string]*opSummary{opSmall: {Count: 10, P99: 3}},
-			Errors: map[string]int{"timeout": 1}, Samples: map[string]string{"timeout": "small: x"}}},
+		Phases: map[string]*phaseReport{"gateway": {Sessions: 6, Ops: map[string]*opSummary{opSmall: {Count: 10, P99: 3}, opDML: {Count: 4, Cut: 3, CutAgeMaxMS: 61_200}},
+			Errors: map[string]int{"timeout": 1}, Samples: map[string]string{"timeout": "small: x"}, Cut: 3}},
 		Overhead:   map[string]overhead{opSmall: {P99: 1.5}},
 		Executions: &executionReport{Statements: 10},
 		Problems:   []string{"gateway: 1 errors timeout"},
 	}
 	var b bytes.Buffer
 	rep.write(&b)
-	for _, want := range []string{"2 workloads × 3 sessions = 6 sessions", "error timeout: 1", "p99     +1.5", "10 statements, 0 executed twice", "result: FAIL"} {
+	for _, want := range []string{"2 workloads × 3 sessions = 6 sessions", "error timeout: 1", "p99     +1.5", "10 statements, 0 executed twice", "result: FAIL",
+		"cut by the end of the run (in flight when the duration ended, cancelled after the drain; not errors): 3; dml 3 (oldest 61.2 s in flight)"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, b.String())
 		}

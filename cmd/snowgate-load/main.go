@@ -60,7 +60,8 @@ type options struct {
 	tokenCommand, tokenFile   string
 	workloads, sessions       int
 	duration, ramp, think     time.Duration
-	opTimeout                 time.Duration
+	opTimeout, drain          time.Duration
+	approveWorkers            int
 	mix                       string
 	largeRows                 int
 	emulatorAdmin, emulatorCA string
@@ -107,6 +108,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.ramp, "ramp", 10*time.Second, "sessions of a workload log in spread over this")
 	fs.DurationVar(&o.think, "think", time.Second, "mean pause between a session's operations")
 	fs.DurationVar(&o.opTimeout, "op-timeout", 3*time.Minute, "bound of one operation, the driver's retries included")
+	fs.DurationVar(&o.drain, "drain", 0, "operations in flight when the run's duration ends get this long to finish; those still running then are cut by the end of the run (reported apart, not errors) if they started within the drain before the end, else stuck-at-end errors. 0: as long as --op-timeout")
+	fs.IntVar(&o.approveWorkers, "approve-workers", 8, "decisions the reviewer of --approvals-url sends at once")
 	fs.StringVar(&o.mix, "mix", "small=80,large=5,dml=15", "operation weights: small (SELECT 1), large (multi-chunk SELECT), dml (INSERT)")
 	fs.IntVar(&o.largeRows, "large-rows", 60000, "rows of the large SELECT (the emulator's chunks hold 50,000)")
 	fs.StringVar(&o.emulatorAdmin, "emulator-admin", "", "emulator base URL for faults, expiries and the query-log check")
@@ -157,6 +160,9 @@ func parseFlags(args []string) (*options, error) {
 	}
 	if o.directDuration == 0 {
 		o.directDuration = min(o.duration, time.Minute)
+	}
+	if o.drain < 0 || o.opTimeout <= 0 {
+		return nil, errors.New("--drain must not be negative, --op-timeout must be positive")
 	}
 	if o.emulatorCA == "" {
 		o.emulatorCA = o.directCAFile
@@ -280,7 +286,7 @@ func run(ctx context.Context, o *options) (*report, error) {
 	var appr *approver
 	if o.approvalsURL != "" {
 		var err error
-		if appr, err = newApprover(o.approvalsURL, o.reviewer, 250*time.Millisecond); err != nil {
+		if appr, err = newApprover(o.approvalsURL, o.reviewer, 250*time.Millisecond, o.approveWorkers); err != nil {
 			return nil, err
 		}
 	}
@@ -298,10 +304,10 @@ func run(ctx context.Context, o *options) (*report, error) {
 			stopFaults()
 			acancel()
 			<-done
-			n, err := appr.result()
-			rep.Approved = n
-			if err != nil {
-				rep.ApproverError = err.Error()
+			res := appr.result()
+			rep.Approved, rep.ApproveConflicts, rep.ApproveFailures = res.Approved, res.Conflicts, res.Failures
+			if res.Err != nil {
+				rep.ApproverError = res.Err.Error()
 			}
 		}
 	}
@@ -380,6 +386,9 @@ func runPhase(ctx context.Context, phase, runID string, o *options, base workerS
 	base.Start = start
 	base.StopAt = start.Add(o.ramp + duration)
 	base.CloseAt = base.StopAt.Add(2 * time.Second)
+	if o.drain > 0 {
+		base.EndAt = base.StopAt.Add(o.drain)
+	}
 	var ws []*workload
 	killAll := func() {
 		for _, w := range ws {

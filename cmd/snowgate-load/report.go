@@ -26,8 +26,13 @@ type report struct {
 	Executions *executionReport `json:"executions,omitempty"`
 	// Expiries counts forced session expiries (renewals by every session).
 	Expiries int `json:"expiries,omitempty"`
-	// Approved counts held statements the load generator approved.
-	Approved int `json:"approved,omitempty"`
+	// Approved counts held statements the load generator approved;
+	// ApproveConflicts the decisions answered 409 (decided or expired
+	// meanwhile: benign); ApproveFailures the lists and decisions that
+	// failed (a failed decision is tried again on the next list).
+	Approved         int `json:"approved,omitempty"`
+	ApproveConflicts int `json:"approveConflicts,omitempty"`
+	ApproveFailures  int `json:"approveFailures,omitempty"`
 	// ApproverError is the reviewer's first failure (the API unreachable
 	// while the gateway restarts, say); not a failure of the run by itself.
 	ApproverError string   `json:"approverError,omitempty"`
@@ -59,18 +64,26 @@ type phaseReport struct {
 	Errors       map[string]int    `json:"errors,omitempty"`
 	Samples      map[string]string `json:"samples,omitempty"`
 	Fatal        []string          `json:"fatal,omitempty"`
-	lat          map[string][]int64
+	// Cut counts the operations cut by the end of the run (in flight when
+	// the duration ended, still running after the drain): not errors.
+	Cut int `json:"cut,omitempty"`
+	lat map[string][]int64
+	cut map[string][]int64
 }
 
 // opSummary are the latencies of one operation kind, in milliseconds.
 type opSummary struct {
 	Count  int            `json:"count"`
 	Errors map[string]int `json:"errors,omitempty"`
-	P50    float64        `json:"p50ms"`
-	P90    float64        `json:"p90ms"`
-	P99    float64        `json:"p99ms"`
-	P999   float64        `json:"p999ms"`
-	Max    float64        `json:"maxms"`
+	// Cut operations were in flight at the end of the run and cancelled
+	// then; CutAgeMaxMS is the oldest one's age (its time in flight).
+	Cut         int     `json:"cut,omitempty"`
+	CutAgeMaxMS float64 `json:"cutAgeMaxMs,omitempty"`
+	P50         float64 `json:"p50ms"`
+	P90         float64 `json:"p90ms"`
+	P99         float64 `json:"p99ms"`
+	P999        float64 `json:"p999ms"`
+	Max         float64 `json:"maxms"`
 }
 
 // overhead is the gateway's added latency for one operation kind.
@@ -106,6 +119,7 @@ type executionReport struct {
 func (p *phaseReport) merge(r workerResult) {
 	if p.Ops == nil {
 		p.Ops, p.lat, p.Errors, p.Samples = map[string]*opSummary{}, map[string][]int64{}, map[string]int{}, map[string]string{}
+		p.cut = map[string][]int64{}
 	}
 	if r.Fatal != "" {
 		p.Fatal = append(p.Fatal, fmt.Sprintf("workload %d: %s", r.Index, r.Fatal))
@@ -117,6 +131,7 @@ func (p *phaseReport) merge(r workerResult) {
 			p.Ops[op] = sum
 		}
 		p.lat[op] = append(p.lat[op], s.LatencyUS...)
+		p.cut[op] = append(p.cut[op], s.CutUS...)
 		for k, n := range s.Errors {
 			if sum.Errors == nil {
 				sum.Errors = map[string]int{}
@@ -145,6 +160,11 @@ func (p *phaseReport) finish() {
 		}
 		if op == opLogin {
 			p.Sessions = len(lat)
+		}
+		sum.Cut = len(p.cut[op])
+		p.Cut += sum.Cut
+		for _, a := range p.cut[op] {
+			sum.CutAgeMaxMS = max(sum.CutAgeMaxMS, float64(a)/1e3)
 		}
 		if op != opLogin && op != opLogout {
 			total += len(lat)
@@ -218,14 +238,23 @@ func (r *report) write(w io.Writer) {
 			continue
 		}
 		fmt.Fprintf(w, "\n%s: %d sessions logged in, %.1f ops/s over %v\n", name, p.Sessions, p.OpsPerSecond, p.Window.Round(time.Second))
-		fmt.Fprintf(w, "  %-7s %8s %7s %9s %9s %9s %9s %9s\n", "op", "count", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms")
+		fmt.Fprintf(w, "  %-7s %8s %7s %5s %9s %9s %9s %9s %9s\n", "op", "count", "errors", "cut", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms")
 		for _, op := range sortedOps(p.Ops) {
 			o := p.Ops[op]
 			errs := 0
 			for _, n := range o.Errors {
 				errs += n
 			}
-			fmt.Fprintf(w, "  %-7s %8d %7d %9.1f %9.1f %9.1f %9.1f %9.1f\n", op, o.Count, errs, o.P50, o.P90, o.P99, o.P999, o.Max)
+			fmt.Fprintf(w, "  %-7s %8d %7d %5d %9.1f %9.1f %9.1f %9.1f %9.1f\n", op, o.Count, errs, o.Cut, o.P50, o.P90, o.P99, o.P999, o.Max)
+		}
+		if p.Cut > 0 {
+			fmt.Fprintf(w, "  cut by the end of the run (in flight when the duration ended, cancelled after the drain; not errors): %d", p.Cut)
+			for _, op := range sortedOps(p.Ops) {
+				if o := p.Ops[op]; o.Cut > 0 {
+					fmt.Fprintf(w, "; %s %d (oldest %.1f s in flight)", op, o.Cut, o.CutAgeMaxMS/1e3)
+				}
+			}
+			fmt.Fprintln(w)
 		}
 		for _, k := range slices.Sorted(maps.Keys(p.Errors)) {
 			fmt.Fprintf(w, "  error %s: %d (e.g. %s)\n", k, p.Errors[k], p.Samples[k])
@@ -250,7 +279,8 @@ func (r *report) write(w io.Writer) {
 		}
 	}
 	if len(r.Faults) > 0 || r.Expiries > 0 || r.Approved > 0 {
-		fmt.Fprintf(w, "\nfaults: %s; forced session expiries: %d; statements approved: %d\n", strings.Join(r.Faults, " "), r.Expiries, r.Approved)
+		fmt.Fprintf(w, "\nfaults: %s; forced session expiries: %d; statements approved: %d (409 decided meanwhile: %d; failed and retried: %d)\n",
+			strings.Join(r.Faults, " "), r.Expiries, r.Approved, r.ApproveConflicts, r.ApproveFailures)
 	}
 	if r.ApproverError != "" {
 		fmt.Fprintf(w, "reviewer: %s\n", r.ApproverError)

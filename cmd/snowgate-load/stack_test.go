@@ -68,6 +68,39 @@ func (l *lockedBuffer) String() string {
 	return s
 }
 
+// gctraceEnv names a file: the daemon then runs with GODEBUG=gctrace=1
+// and its garbage collector's lines are appended there.
+const gctraceEnv = "SNOWGATE_LOAD_GCTRACE"
+
+// prefixTee writes everything to all, and the lines starting with prefix
+// to match too.
+type prefixTee struct {
+	prefix string
+	match  io.Writer
+	all    io.Writer
+	mu     sync.Mutex
+	line   []byte
+}
+
+func (p *prefixTee) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for rest := b; len(rest) > 0; {
+		i := bytes.IndexByte(rest, '\n')
+		if i < 0 {
+			p.line = append(p.line, rest...)
+			break
+		}
+		p.line = append(p.line, rest[:i+1]...)
+		rest = rest[i+1:]
+		if bytes.HasPrefix(p.line, []byte(p.prefix)) {
+			_, _ = p.match.Write(p.line)
+		}
+		p.line = p.line[:0]
+	}
+	return p.all.Write(b)
+}
+
 // recordResults is recording.results of the stack: full, unless
 // SNOWGATE_LOAD_RECORD_RESULTS says otherwise (to tell the recorder's share
 // of the gateway's memory from the rest).
@@ -277,6 +310,17 @@ func (s *stack) tryStartDaemon(t testing.TB) (*daemonProc, error) {
 	d := &daemonProc{exited: make(chan struct{})}
 	d.cmd = testenv.Command(t, testenv.Proc{Netns: s.ns, Root: true}, s.bin, "run", "--config", s.cfgFile, "--pin-dir", s.pinDir)
 	d.cmd.Stdout, d.cmd.Stderr = &d.logs, &d.logs
+	if path := os.Getenv(gctraceEnv); path != "" {
+		// The runtime's line per garbage collection (live heap before,
+		// after, goal) tells the heap from what RSS holds besides.
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		d.cmd.Env = append(os.Environ(), "GODEBUG=gctrace=1")
+		d.cmd.Stderr = &prefixTee{prefix: "gc ", match: f, all: &d.logs}
+	}
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -45,9 +45,15 @@ type workerSpec struct {
 	Think   time.Duration `json:"think"`
 	// OpTimeout bounds one operation (the drivers' own retries included).
 	OpTimeout time.Duration `json:"opTimeout"`
-	Mix       []weighted    `json:"mix"`
-	LargeRows int           `json:"largeRows"`
-	Table     string        `json:"table"`
+	// EndAt ends the run: an operation still in flight then (it started
+	// before StopAt) is cancelled, and counted as cut by the end of the
+	// run, not as an error, if it started within EndAt−StopAt (the drain)
+	// before StopAt; one running longer is a stuck-at-end error. Zero:
+	// operations only end by OpTimeout.
+	EndAt     time.Time  `json:"endAt,omitzero"`
+	Mix       []weighted `json:"mix"`
+	LargeRows int        `json:"largeRows"`
+	Table     string     `json:"table"`
 	// Relogin ends a session after a failed operation and logs in again.
 	Relogin bool `json:"relogin,omitempty"`
 	// ReceivedFile, if set, receives the value of every small query the
@@ -79,6 +85,9 @@ type workerResult struct {
 type opStats struct {
 	LatencyUS []int64        `json:"latencyUs"`
 	Errors    map[string]int `json:"errors,omitempty"`
+	// CutUS are the ages of the operations cut by the end of the run
+	// (in flight at StopAt, still running at EndAt, then cancelled).
+	CutUS []int64 `json:"cutUs,omitempty"`
 }
 
 // recorder collects outcomes from the sessions of a workload.
@@ -99,6 +108,14 @@ func (r *recorder) ok(op string, d time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.stats(op).LatencyUS = append(r.stats(op).LatencyUS, d.Microseconds())
+}
+
+// cut notes an operation cancelled by the end of the run, age after its
+// start.
+func (r *recorder) cut(op string, age time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stats(op).CutUS = append(r.stats(op).CutUS, age.Microseconds())
 }
 
 func (r *recorder) fail(op string, err error) {
@@ -143,10 +160,16 @@ func errorKind(err error) string {
 		kind := "snowflake-" + strconv.Itoa(se.Number)
 		// 261000 is every non-200 reply the driver gave up on; the
 		// status says which.
-		if se.Number == 261000 {
+		switch {
+		case se.Number == 261000:
 			if _, after, ok := strings.Cut(se.Error(), "HTTP: "); ok && len(after) >= 3 {
 				kind += "-http-" + after[:3]
 			}
+		case se.Number == 3001 && strings.Contains(se.Error(), "already ran; it runs only once"):
+			// The gateway refused an approved statement whose run was
+			// claimed before (by a gateway since killed): not a policy
+			// denial.
+			kind += "-already-ran"
 		}
 		return kind
 	case errors.Is(err, context.DeadlineExceeded):
@@ -159,6 +182,8 @@ func errorKind(err error) string {
 		return "eof"
 	case errors.Is(err, errWrongResult):
 		return "wrong-result"
+	case errors.Is(err, errStuckAtEnd):
+		return "stuck-at-end"
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
@@ -180,6 +205,11 @@ func errorKind(err error) string {
 
 // errWrongResult marks a reply that arrived but was not the right one.
 var errWrongResult = errors.New("wrong result")
+
+// errStuckAtEnd marks an operation still running at the end of the run
+// (after the drain) that had been running longer than the drain when the
+// duration ended: not cut by the end, stuck.
+var errStuckAtEnd = errors.New("still running at the end of the run")
 
 // runWorker is the workload process: it reads its spec on stdin, runs the
 // sessions and prints the result on stdout.
@@ -302,7 +332,13 @@ func sessionOnce(spec workerSpec, n int, rec *recorder, rng *rand.Rand, seqp *in
 			pick -= w.Weight
 		}
 		seq++
+		// The operation's own bound, and the end of the run.
+		started := time.Now()
 		octx, ocancel := context.WithTimeout(ctx, spec.OpTimeout)
+		cutByEnd := !spec.EndAt.IsZero() && spec.EndAt.Before(started.Add(spec.OpTimeout))
+		if cutByEnd {
+			octx, ocancel = withDeadline(octx, ocancel, spec.EndAt)
+		}
 		var err error
 		if op == opDML && !haveTable {
 			// Every session makes sure of the workload's table (IF NOT
@@ -318,6 +354,18 @@ func sessionOnce(spec workerSpec, n int, rec *recorder, rng *rand.Rand, seqp *in
 		}
 		d := time.Since(t0)
 		ocancel()
+		if err != nil && cutByEnd && !time.Now().Before(spec.EndAt) {
+			// In flight when the run ended and still at its end. Cut,
+			// not failed, if it started within the drain before the end
+			// (it had as long after the end as before); one that was
+			// running longer than that is stuck, and an error.
+			if drain := spec.EndAt.Sub(spec.StopAt); started.Before(spec.StopAt.Add(-drain)) {
+				rec.fail(op, fmt.Errorf("%w: in flight %v (%v)", errStuckAtEnd, time.Since(started).Round(time.Second), err))
+			} else {
+				rec.cut(op, time.Since(started))
+			}
+			break
+		}
 		if err != nil {
 			rec.fail(op, err)
 			if spec.Relogin {
@@ -397,6 +445,13 @@ func runOp(ctx context.Context, conn *sql.Conn, op string, spec workerSpec, sess
 		return fmt.Errorf("unknown operation %q", op)
 	}
 	return nil
+}
+
+// withDeadline narrows ctx (whose cancel is cancel) to end at t; the
+// returned cancel releases both.
+func withDeadline(ctx context.Context, cancel context.CancelFunc, t time.Time) (context.Context, context.CancelFunc) {
+	c, cc := context.WithDeadline(ctx, t)
+	return c, func() { cc(); cancel() }
 }
 
 func sleepUntil(t time.Time) {

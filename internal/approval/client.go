@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -74,14 +75,27 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	return nil
 }
 
-// List lists requests in state ("" for all).
+// List lists requests in state ("" for all), the newest 100.
 func (c *Client) List(ctx context.Context, state State) ([]*Request, error) {
+	return c.ListUpTo(ctx, state, 0)
+}
+
+// ListUpTo lists the newest limit requests in state ("" for all); limit 0
+// is the API's default (100).
+func (c *Client) ListUpTo(ctx context.Context, state State, limit int) ([]*Request, error) {
 	var out []*Request
-	q := ""
+	q := url.Values{}
 	if state != "" {
-		q = "?state=" + url.QueryEscape(string(state))
+		q.Set("state", string(state))
 	}
-	return out, c.do(ctx, http.MethodGet, "/approvals"+q, nil, &out)
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	path := "/approvals"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	return out, c.do(ctx, http.MethodGet, path, nil, &out)
 }
 
 // Get returns one request.

@@ -59,9 +59,18 @@ type Service struct {
 	cfg Config
 	log *slog.Logger
 
-	mu      sync.Mutex
-	changed chan struct{} // closed and replaced on every local change
-	wg      sync.WaitGroup
+	mu sync.Mutex
+	// waits holds, per request id that someone waits on, a channel closed
+	// (and replaced) when this service changes that request: a decision
+	// wakes its own waiters, not every held statement's.
+	waits map[string]*waiters
+	wg    sync.WaitGroup
+}
+
+// waiters are the Wait calls on one request.
+type waiters struct {
+	ch chan struct{}
+	n  int
 }
 
 // NewService returns a Service for cfg.
@@ -84,7 +93,7 @@ func NewService(cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Service{cfg: cfg, log: cfg.Logger, changed: make(chan struct{})}, nil
+	return &Service{cfg: cfg, log: cfg.Logger, waits: map[string]*waiters{}}, nil
 }
 
 // Timeout is how long requests wait for a decision.
@@ -101,17 +110,40 @@ func (s *Service) Close() error {
 
 func (s *Service) now() time.Time { return s.cfg.Now().UTC() }
 
-func (s *Service) signal() {
+// signal wakes the waiters of request id.
+func (s *Service) signal(id string) {
 	s.mu.Lock()
-	close(s.changed)
-	s.changed = make(chan struct{})
+	if w := s.waits[id]; w != nil {
+		close(w.ch)
+		w.ch = make(chan struct{})
+	}
 	s.mu.Unlock()
 }
 
-func (s *Service) changes() <-chan struct{} {
+// watch registers a waiter of request id; changes returns the channel
+// the next change of id closes, and release ends the registration.
+func (s *Service) watch(id string) (changes func() <-chan struct{}, release func()) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.changed
+	w := s.waits[id]
+	if w == nil {
+		w = &waiters{ch: make(chan struct{})}
+		s.waits[id] = w
+	}
+	w.n++
+	s.mu.Unlock()
+	changes = func() <-chan struct{} {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return w.ch
+	}
+	release = func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if w.n--; w.n == 0 {
+			delete(s.waits, id)
+		}
+	}
+	return changes, release
 }
 
 // Submission is a statement to hold.
@@ -188,7 +220,7 @@ func (s *Service) expireIfDue(ctx context.Context, r *Request) (*Request, error)
 	}
 	if got.State == Expired {
 		s.audit(got, "", "expired")
-		s.signal()
+		s.signal(got.ID)
 	}
 	return got, nil
 }
@@ -229,7 +261,7 @@ func (s *Service) Decide(ctx context.Context, id, reviewer string, approve bool,
 	}
 	r, err := s.cfg.Store.Vote(ctx, id, Vote{Reviewer: reviewer, Approve: approve, Reason: reason}, s.now())
 	if r != nil && (err == nil || errors.Is(err, ErrExpired)) {
-		s.signal()
+		s.signal(id)
 	}
 	outcome := "denied"
 	if approve {
@@ -254,7 +286,7 @@ func (s *Service) Cancel(ctx context.Context, id, reason string) (*Request, erro
 	r, err := s.cfg.Store.Cancel(ctx, id, reason, s.now())
 	if err == nil {
 		s.audit(r, "", "cancelled")
-		s.signal()
+		s.signal(id)
 	}
 	return r, err
 }
@@ -271,8 +303,10 @@ func (s *Service) Wait(ctx context.Context, id string, maxWait time.Duration) (*
 	defer deadline.Stop()
 	tick := time.NewTicker(s.cfg.StorePoll)
 	defer tick.Stop()
+	changes, release := s.watch(id)
+	defer release()
 	for {
-		ch := s.changes()
+		ch := changes()
 		r, err := s.Get(ctx, id)
 		if err != nil || r.State.Final() {
 			return r, err

@@ -56,8 +56,13 @@ type dialect struct {
 
 // sqlStore implements Store on database/sql.
 type sqlStore struct {
-	db *sql.DB
-	d  dialect
+	// db serves reads; w serves writes. They are one pool on PostgreSQL.
+	// On SQLite, w is a single connection and every write goes through
+	// gc, so writers queue in Go rather than contend for SQLite's one
+	// write lock, and concurrent writes share one commit (see groupCommit).
+	db, w *sql.DB
+	d     dialect
+	gc    *groupCommit
 }
 
 var schema = []string{
@@ -88,6 +93,19 @@ var schema = []string{
 }
 
 // OpenSQLite opens (creating) the SQLite store at path, for one runner.
+//
+// A decision must survive a crash once it was answered, so the database is
+// in WAL mode with synchronous=FULL: every commit is on disk before it
+// returns. SQLite has one writer at a time; many connections writing at
+// once each spin on SQLITE_BUSY in the busy handler (sleeps of up to
+// 100 ms, no queue, no fairness) while the holder waits for its fsync, and
+// under load some waited past the busy timeout. So the store writes on one
+// connection only, through a group committer: writes queue in Go, and all
+// those waiting when a transaction starts share it and its one fsync, each
+// in a savepoint of its own (a failed write rolls back alone). Reads use a
+// pool of their own (WAL readers never wait for the writer). busy_timeout
+// still covers another process holding the database (a second gateway on
+// the same file, the CLI).
 func OpenSQLite(ctx context.Context, path string) (Store, error) {
 	// The requests hold SQL text and bindings: owner-only, as SQLite gives
 	// its journal files the database file's mode.
@@ -96,17 +114,48 @@ func OpenSQLite(ctx context.Context, path string) (Store, error) {
 		return nil, fmt.Errorf("open approval store: %w", err)
 	}
 	f.Close()
-	q := url.Values{}
-	q.Set("_txlock", "immediate") // writers serialise at BEGIN, not at COMMIT
-	q.Add("_pragma", "busy_timeout(15000)")
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "synchronous(FULL)")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	dsn := func(extra ...string) string {
+		q := url.Values{}
+		q.Set("_txlock", "immediate") // writers serialise at BEGIN, not at COMMIT
+		q.Add("_pragma", "busy_timeout(15000)")
+		q.Add("_pragma", "journal_mode(WAL)")
+		q.Add("_pragma", "synchronous(FULL)")
+		for _, p := range extra {
+			q.Add("_pragma", p)
+		}
+		return "file:" + path + "?" + q.Encode()
+	}
+	w, err := sql.Open("sqlite", dsn())
 	if err != nil {
 		return nil, fmt.Errorf("open approval store %s: %w", path, err)
 	}
-	return initStore(ctx, db, dialect{name: "sqlite"})
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+	r, err := sql.Open("sqlite", dsn("query_only(1)"))
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open approval store %s: %w", path, err)
+	}
+	// Reads are short and CPU-bound: a few connections keep both cores
+	// busy; more only add page caches.
+	r.SetMaxOpenConns(sqliteReaders)
+	r.SetMaxIdleConns(sqliteReaders)
+	r.SetConnMaxLifetime(0)
+	r.SetConnMaxIdleTime(0)
+	s := &sqlStore{db: r, w: w, d: dialect{name: "sqlite"}}
+	if err := s.init(ctx); err != nil {
+		r.Close()
+		w.Close()
+		return nil, err
+	}
+	s.gc = newGroupCommit(w)
+	return s, nil
 }
+
+// sqliteReaders is the size of the SQLite store's read pool.
+const sqliteReaders = 4
 
 // OpenPostgres opens the PostgreSQL store at dsn (a URL or key=value
 // string), shared by the gateways of a fleet.
@@ -115,22 +164,50 @@ func OpenPostgres(ctx context.Context, dsn string) (Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open approval store (postgres): %w", err)
 	}
-	return initStore(ctx, db, dialect{name: "postgres", lock: " FOR UPDATE", dollar: true})
+	s := &sqlStore{db: db, w: db, d: dialect{name: "postgres", lock: " FOR UPDATE", dollar: true}}
+	if err := s.init(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
 }
 
-func initStore(ctx context.Context, db *sql.DB, d dialect) (Store, error) {
-	s := &sqlStore{db: db, d: d}
+// init creates the schema.
+func (s *sqlStore) init(ctx context.Context) error {
 	for _, stmt := range schema {
-		if _, err := db.ExecContext(ctx, stmt); err != nil {
+		if _, err := s.w.ExecContext(ctx, stmt); err != nil {
 			// Two processes creating the schema at once may race on
 			// PostgreSQL's catalog; a second try sees it.
-			if _, err2 := db.ExecContext(ctx, stmt); err2 != nil {
-				db.Close()
-				return nil, fmt.Errorf("approval store (%s) schema: %w", d.name, err)
+			if _, err2 := s.w.ExecContext(ctx, stmt); err2 != nil {
+				return fmt.Errorf("approval store (%s) schema: %w", s.d.name, err)
 			}
 		}
 	}
-	return s, nil
+	return nil
+}
+
+// write runs f in a write transaction and returns once it is committed
+// (durably: synchronous=FULL on SQLite). f's error rolls back f's changes
+// alone and is returned. On SQLite f shares its transaction with the other
+// writes queued at the time, inside a savepoint of its own, and gets a
+// context without cancellation: once started, a write runs to its end (an
+// interrupted statement would roll back the whole shared transaction).
+func (s *sqlStore) write(ctx context.Context, f func(ctx context.Context, tx *sql.Tx) error) error {
+	if s.gc != nil {
+		return s.gc.do(ctx, f)
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
+	if err := f(ctx, tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
 }
 
 // q rewrites ? placeholders for the dialect.
@@ -151,7 +228,17 @@ func (s *sqlStore) q(query string) string {
 	return b.String()
 }
 
-func (s *sqlStore) Close() error { return s.db.Close() }
+// Close stops the group committer (after the writes queued) and closes
+// the database.
+func (s *sqlStore) Close() error {
+	if s.gc != nil {
+		s.gc.close()
+	}
+	if s.w != s.db {
+		return errors.Join(s.w.Close(), s.db.Close())
+	}
+	return s.db.Close()
+}
 
 const selectCols = `id, state, created_at, expires_at, decided_at, executed_at, decision_reason, body`
 
@@ -251,24 +338,38 @@ func (s *sqlStore) Create(ctx context.Context, r *Request) (*Request, bool, erro
 	if err != nil {
 		return nil, false, fmt.Errorf("approval %s: %w", r.ID, err)
 	}
-	res, err := s.db.ExecContext(ctx, s.q(`INSERT INTO snowgate_approvals (id, session_id, request_key, query_id, state, created_at, expires_at, body)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id, request_key) DO NOTHING`),
-		r.ID, r.SessionID, r.RequestKey, r.QueryID, string(Pending), r.CreatedAt.UnixNano(), r.ExpiresAt.UnixNano(), string(b))
-	if err != nil {
+	var (
+		got            *Request
+		created, inner bool // inner: the error is f's, already wrapped
+	)
+	// The request as stored is read in the same transaction: the caller
+	// gets what was committed, without another round trip.
+	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) (ferr error) {
+		defer func() { inner = ferr != nil }()
+		res, err := tx.ExecContext(ctx, s.q(`INSERT INTO snowgate_approvals (id, session_id, request_key, query_id, state, created_at, expires_at, body)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id, request_key) DO NOTHING`),
+			r.ID, r.SessionID, r.RequestKey, r.QueryID, string(Pending), r.CreatedAt.UnixNano(), r.ExpiresAt.UnixNano(), string(b))
+		if err != nil {
+			return fmt.Errorf("store approval %s: %w", r.ID, err)
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			created = true
+			got, err = s.get(ctx, tx, r.ID, false)
+			return err
+		}
+		got, err = scanRequest(tx.QueryRowContext(ctx, s.q(`SELECT `+selectCols+` FROM snowgate_approvals WHERE session_id = ? AND request_key = ?`), r.SessionID, r.RequestKey))
+		if err != nil {
+			return fmt.Errorf("find approval for request %s: %w", r.RequestKey, err)
+		}
+		return s.votes(ctx, tx, got)
+	})
+	switch {
+	case err != nil && !inner:
 		return nil, false, fmt.Errorf("store approval %s: %w", r.ID, err)
-	}
-	if n, _ := res.RowsAffected(); n == 1 {
-		got, err := s.Get(ctx, r.ID)
-		return got, true, err
-	}
-	got, err := scanRequest(s.db.QueryRowContext(ctx, s.q(`SELECT `+selectCols+` FROM snowgate_approvals WHERE session_id = ? AND request_key = ?`), r.SessionID, r.RequestKey))
-	if err != nil {
-		return nil, false, fmt.Errorf("find approval for request %s: %w", r.RequestKey, err)
-	}
-	if err := s.votes(ctx, s.db, got); err != nil {
+	case err != nil:
 		return nil, false, err
 	}
-	return got, false, nil
+	return got, created, nil
 }
 
 func (s *sqlStore) List(ctx context.Context, state State, limit int) ([]*Request, error) {
@@ -307,27 +408,31 @@ func (s *sqlStore) List(ctx context.Context, state State, limit int) ([]*Request
 	return out, nil
 }
 
-// change runs f on the locked row inside a transaction; f returns the
-// error to report after the commit (its changes are committed either way).
-func (s *sqlStore) change(ctx context.Context, id string, f func(tx *sql.Tx, r *Request) (error, error)) (*Request, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, fmt.Errorf("approval %s: begin: %w", id, err)
-	}
-	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
-	r, err := s.get(ctx, tx, id, true)
-	if err != nil {
-		return nil, err
-	}
-	outcome, err := f(tx, r)
-	if err != nil {
+// change runs f on the locked row inside a write transaction; f returns
+// the error to report after the commit (its changes are committed either
+// way). The request returned is as committed.
+func (s *sqlStore) change(ctx context.Context, id string, f func(ctx context.Context, tx *sql.Tx, r *Request) (error, error)) (*Request, error) {
+	var (
+		got     *Request
+		outcome error
+		inner   bool // the error is f's, already wrapped
+	)
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) (ferr error) {
+		defer func() { inner = ferr != nil }()
+		r, err := s.get(ctx, tx, id, true)
+		if err != nil {
+			return err
+		}
+		if outcome, err = f(ctx, tx, r); err != nil {
+			return fmt.Errorf("approval %s: %w", id, err)
+		}
+		got, err = s.get(ctx, tx, id, false)
+		return err
+	})
+	switch {
+	case err != nil && !inner:
 		return nil, fmt.Errorf("approval %s: %w", id, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("approval %s: commit: %w", id, err)
-	}
-	got, err := s.Get(ctx, id)
-	if err != nil {
+	case err != nil:
 		return nil, err
 	}
 	if outcome != nil {
@@ -343,7 +448,7 @@ func (s *sqlStore) finish(ctx context.Context, tx *sql.Tx, id string, st State, 
 }
 
 func (s *sqlStore) Vote(ctx context.Context, id string, v Vote, now time.Time) (*Request, error) {
-	return s.change(ctx, id, func(tx *sql.Tx, r *Request) (error, error) {
+	return s.change(ctx, id, func(ctx context.Context, tx *sql.Tx, r *Request) (error, error) {
 		switch {
 		case r.State.Final():
 			return ErrFinal, nil
@@ -382,7 +487,7 @@ func (s *sqlStore) Vote(ctx context.Context, id string, v Vote, now time.Time) (
 }
 
 func (s *sqlStore) Expire(ctx context.Context, id string, now time.Time) (*Request, error) {
-	return s.change(ctx, id, func(tx *sql.Tx, r *Request) (error, error) {
+	return s.change(ctx, id, func(ctx context.Context, tx *sql.Tx, r *Request) (error, error) {
 		if r.State != Pending || now.Before(r.ExpiresAt) {
 			return nil, nil
 		}
@@ -391,7 +496,7 @@ func (s *sqlStore) Expire(ctx context.Context, id string, now time.Time) (*Reque
 }
 
 func (s *sqlStore) Cancel(ctx context.Context, id, reason string, now time.Time) (*Request, error) {
-	return s.change(ctx, id, func(tx *sql.Tx, r *Request) (error, error) {
+	return s.change(ctx, id, func(ctx context.Context, tx *sql.Tx, r *Request) (error, error) {
 		if r.State != Pending {
 			return ErrFinal, nil
 		}
@@ -400,7 +505,7 @@ func (s *sqlStore) Cancel(ctx context.Context, id, reason string, now time.Time)
 }
 
 func (s *sqlStore) Claim(ctx context.Context, id string, now time.Time) (*Request, error) {
-	return s.change(ctx, id, func(tx *sql.Tx, r *Request) (error, error) {
+	return s.change(ctx, id, func(ctx context.Context, tx *sql.Tx, r *Request) (error, error) {
 		switch {
 		case r.State != Approved:
 			return ErrFinal, nil
