@@ -117,9 +117,17 @@ type Writer struct {
 	queryRows    map[string]int64
 }
 
-// idlePendingCap is the most buffer an open session keeps between
-// segments; a larger one (a large result passed through) is given back.
+// idlePendingCap is the largest segment buffer that goes back to
+// pendingPool after a segment is written; a larger one (a large result
+// passed through) is left to the garbage collector.
 const idlePendingCap = 256 << 10
+
+// pendingPool holds segment buffers between segments. A session takes one
+// when it appends its first record after a segment and gives it back once
+// that segment is on disk, so an idle open session holds no buffer and
+// 1,000 open sessions cost as many buffers as records being written at once,
+// not 1,000.
+var pendingPool = sync.Pool{New: func() any { return new([]byte) }}
 
 // maxPending bounds the records kept in memory while the disk refuses them.
 const maxPending = 64 << 20
@@ -302,6 +310,9 @@ func (w *Writer) append(rec Record) error {
 	if len(b) > maxRecordLen {
 		return fmt.Errorf("record %d (%s) in %s: %d bytes exceeds the %d limit", rec.Seq, rec.Kind, w.sessionID, len(b), maxRecordLen)
 	}
+	if w.pending == nil {
+		w.pending = (*pendingPool.Get().(*[]byte))[:0]
+	}
 	w.pending = binary.BigEndian.AppendUint32(w.pending, uint32(len(b)))
 	w.pending = append(w.pending, b...)
 	w.recHead = sha256.Sum256(b)
@@ -326,13 +337,13 @@ func (w *Writer) flush(sync bool) error {
 		}
 		w.frameHead = head
 		w.frameSeq++
-		// A segment that held a large result leaves a large buffer: give
-		// it back, so an idle open session costs little memory.
-		if cap(w.pending) > idlePendingCap {
-			w.pending = nil
-		} else {
-			w.pending = w.pending[:0]
+		// The segment is on disk: the buffer goes back to the pool (unless
+		// a large result made it large), so an idle session holds none.
+		if cap(w.pending) <= idlePendingCap {
+			b := w.pending[:0]
+			pendingPool.Put(&b)
 		}
+		w.pending = nil
 		return nil
 	}
 	if sync && w.unsynced {
