@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/snowgate/snowgate/internal/approval"
@@ -47,13 +48,23 @@ type held struct {
 	// upstreamQID is the service's id of the run when it answered "still
 	// running": later polls of the held id follow that query.
 	upstreamQID string
+	// doneAt is when the run got its final reply (Unix nanoseconds, 0
+	// while none): the table forgets the query holdDoneRetention later.
+	doneAt atomic.Int64
+}
+
+// finish records the final outcome of the run; hd.mu is held.
+func (hd *held) finish(rep *reply, err error) {
+	hd.done, hd.rep, hd.err = true, rep, err
+	hd.doneAt.Store(time.Now().UnixNano())
 }
 
 // holdTable indexes held queries by query id and by session + requestId.
 type holdTable struct {
-	mu    sync.Mutex
-	byQID map[string]*held
-	byReq map[string]*held
+	mu        sync.Mutex
+	byQID     map[string]*held
+	byReq     map[string]*held
+	lastSweep time.Time
 }
 
 func newHoldTable() *holdTable {
@@ -64,6 +75,17 @@ func newHoldTable() *holdTable {
 // would have expired: long enough for the last polls and retries.
 const holdRetention = time.Hour
 
+// holdDoneRetention is how long a query that ran is remembered with its
+// reply, for the driver's retries of the poll that got it. A later poll
+// finds the approval claimed and is told the statement already ran. Under
+// sustained load (issue #9: thousands of held statements an hour) this,
+// not the approval's timeout, bounds the table.
+const holdDoneRetention = 10 * time.Minute
+
+// holdSweepEvery spaces the table's sweeps, so an add is not a walk of
+// every held query.
+const holdSweepEvery = 30 * time.Second
+
 // add stores hd unless a held query of the same id is there already, and
 // returns the one stored.
 func (t *holdTable) add(hd *held) *held {
@@ -72,11 +94,16 @@ func (t *holdTable) add(hd *held) *held {
 	if old, ok := t.byQID[hd.qid]; ok {
 		return old
 	}
-	now := time.Now()
-	for id, o := range t.byQID {
-		if now.After(o.expires.Add(holdRetention)) {
-			delete(t.byQID, id)
-			delete(t.byReq, o.session+"\x00"+o.requestID)
+	if now := time.Now(); now.Sub(t.lastSweep) >= holdSweepEvery {
+		t.lastSweep = now
+		for id, o := range t.byQID {
+			done := o.doneAt.Load()
+			if now.After(o.expires.Add(holdRetention)) || done != 0 && now.Sub(time.Unix(0, done)) > holdDoneRetention {
+				delete(t.byQID, id)
+				if t.byReq[o.session+"\x00"+o.requestID] == o {
+					delete(t.byReq, o.session+"\x00"+o.requestID)
+				}
+			}
 		}
 	}
 	t.byQID[hd.qid] = hd
@@ -365,8 +392,8 @@ func (h *handler) runHeld(ctx context.Context, sp *StatementPolicy, call *Call, 
 	if !hd.claimed {
 		if _, err := sp.Approvals.Claim(ctx, hd.approvalID); err != nil {
 			if errors.Is(err, approval.ErrClaimed) {
-				hd.done, hd.err = true, &snowflake.Error{Code: policy.CodeAccessDenied, SQLState: policy.SQLStateAccessDenied, QueryID: hd.qid, Type: "COMPILATION",
-					Message: fmt.Sprintf("SQL access control error:\nsnowgate: the statement approved in %s already ran; it runs only once", hd.approvalID)}
+				hd.finish(nil, &snowflake.Error{Code: policy.CodeAccessDenied, SQLState: policy.SQLStateAccessDenied, QueryID: hd.qid, Type: "COMPILATION",
+					Message: fmt.Sprintf("SQL access control error:\nsnowgate: the statement approved in %s already ran; it runs only once", hd.approvalID)})
 				return nil, hd.err
 			}
 			return nil, h.storeRefusal(hd, err)
@@ -398,7 +425,7 @@ func (h *handler) runHeld(ctx context.Context, sp *StatementPolicy, call *Call, 
 		// The session expired while the query waited: the driver renews
 		// and polls again, and the run is retried with the new token.
 	default:
-		hd.done, hd.rep, hd.err = true, rep, err
+		hd.finish(rep, err)
 	}
 	return rep, err
 }
