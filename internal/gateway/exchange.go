@@ -113,6 +113,32 @@ type JSONLinesSink struct {
 	done  chan struct{}
 	once  sync.Once
 	log   *slog.Logger
+	// headers caches redacted header values (used by run only): the same
+	// few values come with every exchange, and redacting free text is
+	// the costly part of a line.
+	headers map[string]string
+}
+
+// Bounds of JSONLinesSink.headers.
+const (
+	headerCacheEntries = 512
+	headerCacheValue   = 256 // longer values are redacted every time
+)
+
+// redactHeaderValue is recording.RedactText for header values, cached.
+func (s *JSONLinesSink) redactHeaderValue(v string) string {
+	if len(v) > headerCacheValue {
+		return recording.RedactText(v)
+	}
+	if r, ok := s.headers[v]; ok {
+		return r
+	}
+	if len(s.headers) >= headerCacheEntries {
+		clear(s.headers)
+	}
+	r := recording.RedactText(v)
+	s.headers[v] = r
+	return r
 }
 
 // sinkItem is an exchange to write, or (ack set) a request to flush.
@@ -130,7 +156,7 @@ func NewJSONLinesSink(path string) (*JSONLinesSink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("exchange log: %w", err)
 	}
-	s := &JSONLinesSink{f: f, queue: make(chan sinkItem, jsonLinesQueue), done: make(chan struct{}), log: slog.Default()}
+	s := &JSONLinesSink{f: f, queue: make(chan sinkItem, jsonLinesQueue), done: make(chan struct{}), log: slog.Default(), headers: map[string]string{}}
 	go s.run()
 	return s, nil
 }
@@ -157,7 +183,7 @@ func (s *JSONLinesSink) run() {
 			close(it.ack)
 			continue
 		}
-		line, err := MarshalRedacted(*it.x)
+		line, err := marshalRedacted(*it.x, s.redactHeaderValue)
 		if err != nil {
 			s.log.Error("exchange log", "err", err)
 			continue
@@ -186,14 +212,20 @@ func (s *JSONLinesSink) Close() error {
 // by "[REDACTED]": credential headers, tokens, passwords, keys and presigned
 // URLs in bodies. Bodies that are not JSON are summarised by their size.
 func MarshalRedacted(x Exchange) ([]byte, error) {
+	return marshalRedacted(x, recording.RedactText)
+}
+
+// marshalRedacted is MarshalRedacted with redactValue redacting the values
+// of headers that are not secret by name.
+func marshalRedacted(x Exchange, redactValue func(string) string) ([]byte, error) {
 	type out struct {
 		Exchange
 		RequestBody  json.RawMessage `json:"request_body,omitempty"`
 		ResponseBody json.RawMessage `json:"response_body,omitempty"`
 	}
 	o := out{Exchange: x}
-	o.RequestHeader = redactHeader(x.RequestHeader)
-	o.ResponseHeader = redactHeader(x.ResponseHeader)
+	o.RequestHeader = redactHeader(x.RequestHeader, redactValue)
+	o.ResponseHeader = redactHeader(x.ResponseHeader, redactValue)
 	o.RequestBody = redactBody(x.RequestBody)
 	o.ResponseBody = redactBody(x.ResponseBody)
 	b, err := json.Marshal(o)
@@ -203,8 +235,9 @@ func MarshalRedacted(x Exchange) ([]byte, error) {
 	return b, nil
 }
 
-// redactHeader replaces the values of credential headers.
-func redactHeader(h http.Header) http.Header {
+// redactHeader replaces the values of credential headers and redacts the
+// others' with redactValue.
+func redactHeader(h http.Header, redactValue func(string) string) http.Header {
 	if h == nil {
 		return nil
 	}
@@ -216,7 +249,7 @@ func redactHeader(h http.Header) http.Header {
 		}
 		red := make([]string, len(v))
 		for i, s := range v {
-			red[i] = recording.RedactText(s)
+			red[i] = redactValue(s)
 		}
 		out[k] = red
 	}

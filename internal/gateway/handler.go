@@ -196,7 +196,7 @@ func (h *handler) api(w http.ResponseWriter, r *http.Request, ep snowflake.Endpo
 // unset). An error is a refusal: a *snowflake.Error is sent as it is.
 func (h *handler) forward(ctx context.Context, call *Call, req *clientRequest, x *Exchange, screen bool) (*reply, error) {
 	up := h.g.upstreamFor(h.host)
-	out, err := http.NewRequestWithContext(ctx, req.Method, up.base.String()+req.URI, nil)
+	out, err := http.NewRequestWithContext(ctx, req.Method, up.baseURL+req.URI, nil)
 	if err != nil {
 		return nil, refusal(http.StatusBadRequest, "request: "+err.Error())
 	}

@@ -2,6 +2,7 @@ package snowflake
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -113,15 +114,54 @@ func ReadBody(r io.Reader, contentEncoding string, lim Limits) (Body, error) {
 	return b, nil
 }
 
+// gzipReaders reuses decompressors (*inflater): a fresh one allocates about
+// 40 KiB of state, which cost more than inflating a small request or reply.
+var gzipReaders sync.Pool
+
+// inflater is a pooled decompressor and the reader it inflates from; src is
+// emptied after use, so the pool holds no body.
+type inflater struct {
+	src bytes.Reader
+	zr  *gzip.Reader
+}
+
+// gzipSizeHint returns how many bytes to reserve for inflating compressed:
+// the size its trailer claims (ISIZE, the last member's size mod 2^32),
+// bounded by max, by what deflate can expand to (1032:1) and by 8 MiB, so a
+// lying trailer reserves little. A wrong hint only costs a regrowth.
+func gzipSizeHint(compressed []byte, max int64) int64 {
+	if len(compressed) < 18 {
+		return 0
+	}
+	hint := int64(binary.LittleEndian.Uint32(compressed[len(compressed)-4:]))
+	return min(hint, max, 1032*int64(len(compressed)), 8<<20)
+}
+
 // Gunzip inflates a gzip stream (all members) to at most max bytes.
 func Gunzip(compressed []byte, max int64) ([]byte, error) {
-	zr, err := gzip.NewReader(bytes.NewReader(compressed))
+	in, _ := gzipReaders.Get().(*inflater)
+	if in == nil {
+		in = &inflater{}
+	}
+	defer func() {
+		in.src.Reset(nil)
+		gzipReaders.Put(in)
+	}()
+	in.src.Reset(compressed)
+	var err error
+	if in.zr == nil {
+		in.zr, err = gzip.NewReader(&in.src)
+	} else {
+		err = in.zr.Reset(&in.src)
+	}
 	if err != nil {
+		in.zr = nil
 		return nil, fmt.Errorf("gunzip body: %v: %w", err, ErrBadGzip)
 	}
-	defer zr.Close()
 	var out bytes.Buffer
-	n, err := out.ReadFrom(io.LimitReader(zr, max+1))
+	// Room for the whole body and the read that finds its end.
+	out.Grow(int(gzipSizeHint(compressed, max)) + bytes.MinRead)
+	n, err := out.ReadFrom(io.LimitReader(in.zr, max+1))
 	if err != nil {
 		return nil, fmt.Errorf("gunzip body after %d bytes: %v: %w", n, err, ErrBadGzip)
 	}
