@@ -103,11 +103,58 @@ type liveSession struct {
 	marker string
 	// lock holds an exclusive flock on the marker while the recording is
 	// open: a daemon taking over (or a second one) never recovers it.
-	lock    *os.File
-	queries []string
-	chunks  []string
+	lock *os.File
+	// issued are the query ids and chunk ids the session's most recent
+	// replies issued (r.queries and r.chunks hold them), a ring of at most
+	// maxIssued entries; next is the oldest once it is full.
+	issued []issuedIDs
+	next   int
 	// mu keeps the records of one exchange together.
 	mu sync.Mutex
+}
+
+// issuedIDs are the ids one committed reply added to the recorder's
+// chunk attribution maps.
+type issuedIDs struct {
+	query  string
+	chunks []string
+}
+
+// maxIssued bounds, per session, the replies whose query and chunk ids are
+// remembered for attributing chunk fetches (which carry no token) to the
+// session: a long-lived session running a million statements would
+// otherwise hold a million entries until it ends. A driver fetches a
+// result's chunks right after the query's reply (gosnowflake and the Node
+// and Python drivers prefetch a few at a time, JDBC likewise), so only its
+// most recent queries matter; 1024 leaves a wide margin for a client that
+// interleaves many statements before draining a result. A chunk of an
+// evicted query is still recorded, in the per-workload recording (the path
+// used after a restart, when the maps are empty), without its index.
+const maxIssued = 1024
+
+// remember adds ids to s's ring, evicting (and forgetting in r's maps) the
+// oldest entry when the ring is full. Called with r.mu held.
+func (r *SessionRecorder) remember(s *liveSession, ids issuedIDs) {
+	if len(s.issued) < maxIssued {
+		s.issued = append(s.issued, ids)
+		return
+	}
+	r.forget(s, s.issued[s.next])
+	s.issued[s.next] = ids
+	s.next = (s.next + 1) % maxIssued
+}
+
+// forget removes ids from r's maps where they still name s. Called with
+// r.mu held.
+func (r *SessionRecorder) forget(s *liveSession, ids issuedIDs) {
+	if ids.query != "" && r.queries[ids.query] == s {
+		delete(r.queries, ids.query)
+	}
+	for _, c := range ids.chunks {
+		if r.chunks[c].s == s {
+			delete(r.chunks, c)
+		}
+	}
 }
 
 // openSuffix marks a recording the gateway has open: a crash leaves the
@@ -276,17 +323,21 @@ func (r *SessionRecorder) commit(ctx context.Context, x *Exchange) error {
 	}
 	r.mu.Lock()
 	r.committed[x] = true
+	var added issuedIDs
 	if qid := recordQueryID(recs); qid != "" && x.Kind != snowflake.KindChunk.String() {
 		if _, ok := r.queries[qid]; !ok {
 			r.queries[qid] = s
-			s.queries = append(s.queries, qid)
+			added.query = qid
 		}
 	}
 	if ids := chunkIDs(x); len(ids) > 0 {
 		for i, id := range ids {
 			r.chunks[id] = chunkPlace{s: s, index: i, of: len(ids)}
 		}
-		s.chunks = append(s.chunks, ids...)
+		added.chunks = ids
+	}
+	if added.query != "" || len(added.chunks) > 0 {
+		r.remember(s, added)
 	}
 	r.mu.Unlock()
 	if x.Kind == snowflake.KindLogout.String() && x.Status < 300 {
@@ -455,16 +506,10 @@ func (r *SessionRecorder) end(s *liveSession, reason string) {
 	if r.sessions[s.key] == s {
 		delete(r.sessions, s.key)
 	}
-	for _, q := range s.queries {
-		if r.queries[q] == s {
-			delete(r.queries, q)
-		}
+	for _, ids := range s.issued {
+		r.forget(s, ids)
 	}
-	for _, c := range s.chunks {
-		if r.chunks[c].s == s {
-			delete(r.chunks, c)
-		}
-	}
+	s.issued, s.next = nil, 0
 	r.mu.Unlock()
 	if err := s.w.Seal(reason); err != nil {
 		r.log.Error("recording not sealed", "path", s.w.Path(), "err", err)

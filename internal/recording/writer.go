@@ -114,7 +114,36 @@ type Writer struct {
 	resultBytes  int64
 	omittedBytes int64
 	omittedRows  int64
-	queryRows    map[string]int64
+	// queryRows are the rows recorded so far per query (ResultsFirstRows),
+	// for the maxQueryRows most recent queries; queryOrder is their ring
+	// (queryNext its oldest once full).
+	queryRows  map[string]int64
+	queryOrder []string
+	queryNext  int
+}
+
+// maxQueryRows bounds the queries whose recorded rows a Writer remembers
+// for ResultsFirstRows, so a long-lived session running a million
+// statements does not hold a million entries. A query's rows arrive in its
+// reply and in the chunks the driver fetches right after it, so only the
+// most recent queries are still counting; 1024 leaves a wide margin for
+// clients that interleave statements. A chunk of an evicted query starts a
+// fresh budget: it may record up to Rows more rows, never fewer.
+const maxQueryRows = 1024
+
+// countRows adds n recorded rows to query key, remembering key among the
+// maxQueryRows most recent queries.
+func (w *Writer) countRows(key string, n int64) {
+	if _, ok := w.queryRows[key]; !ok {
+		if len(w.queryOrder) < maxQueryRows {
+			w.queryOrder = append(w.queryOrder, key)
+		} else {
+			delete(w.queryRows, w.queryOrder[w.queryNext])
+			w.queryOrder[w.queryNext] = key
+			w.queryNext = (w.queryNext + 1) % maxQueryRows
+		}
+	}
+	w.queryRows[key] += n
 }
 
 // idlePendingCap is the largest segment buffer that goes back to
@@ -500,7 +529,7 @@ func (w *Writer) applyResultPolicy(rec *Record) {
 			omit(nil, true, fmt.Sprintf("result policy: first %d rows (raw data not split)", w.opts.Results.Rows))
 		}
 		if key != "" {
-			w.queryRows[key] += int64(len(res.Rows))
+			w.countRows(key, int64(len(res.Rows)))
 		}
 	}
 	if w.opts.MaxBytes > 0 {
