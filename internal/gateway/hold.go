@@ -56,6 +56,9 @@ type held struct {
 // finish records the final outcome of the run; hd.mu is held.
 func (hd *held) finish(rep *reply, err error) {
 	hd.done, hd.rep, hd.err = true, rep, err
+	// The statement never runs again from this gateway: only the reply is
+	// kept, for the retries of the poll.
+	hd.req = nil
 	hd.doneAt.Store(time.Now().UnixNano())
 }
 
