@@ -37,7 +37,7 @@ const (
 func (d *daemon) wireChunks(context.Context) error {
 	dir := chunkKeyDir(d.cfg)
 	if dir == "" {
-		d.gw.Chunks = snowflake.NewChunkTable(0, 0, nil)
+		d.gw.Chunks = snowflake.NewChunkTable(0, nil)
 		d.log.Info("chunk URLs sealed with a key of this process only: results being fetched fail across a restart (set identity.sessions.state_file to keep it)")
 		return nil
 	}
@@ -55,7 +55,7 @@ func (d *daemon) wireChunks(context.Context) error {
 	if err != nil {
 		// The gateway serves without it: only continuity across a
 		// restart is lost, and a key file others can read is not used.
-		d.gw.Chunks = snowflake.NewChunkTable(0, 0, nil)
+		d.gw.Chunks = snowflake.NewChunkTable(0, nil)
 		d.log.Error("chunk key unusable: chunk URLs sealed with a key of this process only, so results being fetched fail across a restart", "dir", dir, "err", err)
 		return nil
 	}

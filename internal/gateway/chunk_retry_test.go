@@ -32,7 +32,7 @@ func newChunkEnv(t *testing.T, rows int) *chunkEnv {
 	t.Helper()
 	e := newRoundTripEnv(t)
 	h, up := e.handlerTo(t, nil)
-	h.g.cfg.Chunks = snowflake.NewChunkTable(0, 0, nil)
+	h.g.cfg.Chunks = snowflake.NewChunkTable(0, nil)
 	h.g.cfg.BodyTimeout = time.Minute
 	h.g.creds = ObserveOnly{}
 	h.g.accounts = map[string]*upstream{h.host: up}

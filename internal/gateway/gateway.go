@@ -120,7 +120,8 @@ type Config struct {
 	// hold.go): query requests are classified and allowed, refused or held
 	// for a reviewer. Nil forwards every statement unscreened.
 	Statements *StatementPolicy
-	// Chunks maps rewritten chunk ids; nil: a table with the defaults.
+	// Chunks seals rewritten chunk URLs; nil: a table with a key of this
+	// process only.
 	Chunks *snowflake.ChunkTable
 	// Timeouts; zero values take the defaults above.
 	IdleTimeout, ReadHeaderTimeout, BodyTimeout, UpstreamTimeout time.Duration
@@ -199,7 +200,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.UpstreamTLS = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
 	if cfg.Chunks == nil {
-		cfg.Chunks = snowflake.NewChunkTable(0, 0, nil)
+		cfg.Chunks = snowflake.NewChunkTable(0, nil)
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout

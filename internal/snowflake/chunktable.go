@@ -50,11 +50,8 @@ type ChunkTable struct {
 
 // NewChunkTable returns a table sealing with a fresh random key, which dies
 // with the process: its URLs do not survive a restart (tests, defaults).
-// max is not used (nothing is held per chunk) and kept for callers of the
-// former bounded table; ttl 0 is DefaultChunkTTL; now is the clock (nil:
-// time.Now).
-func NewChunkTable(max int, ttl time.Duration, now func() time.Time) *ChunkTable {
-	_ = max
+// ttl 0 is DefaultChunkTTL; now is the clock (nil: time.Now).
+func NewChunkTable(ttl time.Duration, now func() time.Time) *ChunkTable {
 	key := make([]byte, ChunkKeySize)
 	_, _ = rand.Read(key) // crypto/rand.Read never fails (Go ≥ 1.24)
 	t, err := NewSealedChunkTable(ChunkKeys{Current: key}, ttl, now)

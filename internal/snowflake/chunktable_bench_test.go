@@ -7,7 +7,7 @@ import (
 // BenchmarkChunkRewriteReply seals the two chunk URLs of a reply (parse,
 // seal, rewrite): the cost the gateway adds to a query reply with chunks.
 func BenchmarkChunkRewriteReply(b *testing.B) {
-	tab := NewChunkTable(0, 0, nil)
+	tab := NewChunkTable(0, nil)
 	b.ReportAllocs()
 	for b.Loop() {
 		q, err := ParseQueryResponse([]byte(chunkReply))
@@ -41,7 +41,7 @@ func BenchmarkChunkRewriteReplyBaseline(b *testing.B) {
 // BenchmarkChunkOpen opens one gateway chunk URL: the cost the gateway adds
 // to a chunk fetch.
 func BenchmarkChunkOpen(b *testing.B) {
-	tab := NewChunkTable(0, 0, nil)
+	tab := NewChunkTable(0, nil)
 	q, err := ParseQueryResponse([]byte(chunkReply))
 	if err != nil {
 		b.Fatal(err)

@@ -58,13 +58,13 @@ func rewrite(t *testing.T, tab *ChunkTable, reply, host, owner string) []chunkGE
 func TestChunkTable(t *testing.T) {
 	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
-	tab := NewChunkTable(0, time.Hour, clock)
+	tab := NewChunkTable(time.Hour, clock)
 	gets := rewrite(t, tab, chunkReply, "acme.snowflakecomputing.com", "session-a")
 	if len(gets) != 2 {
 		t.Fatalf("%d chunk urls", len(gets))
 	}
 	// Another gateway (another key) with the same clock.
-	other := NewChunkTable(0, time.Hour, clock)
+	other := NewChunkTable(time.Hour, clock)
 	foreign := rewrite(t, other, chunkReply, "acme.snowflakecomputing.com", "session-a")
 	tests := []struct {
 		name, id, sealed, owner string
@@ -132,7 +132,7 @@ func TestChunkTableRestart(t *testing.T) {
 			t.Fatalf("chunk %d after restart: %+v %v", i, ref, err)
 		}
 	}
-	if _, err := NewChunkTable(0, 0, nil).Open(gets[0].id, gets[0].sealed, "o"); !errors.Is(err, errChunkUnknownKey) {
+	if _, err := NewChunkTable(0, nil).Open(gets[0].id, gets[0].sealed, "o"); !errors.Is(err, errChunkUnknownKey) {
 		t.Fatalf("fresh key: %v", err)
 	}
 	// Bound tables: the same key and bind open, another bind does not
@@ -246,7 +246,7 @@ func TestNewSealedChunkTableKeys(t *testing.T) {
 // TestChunkTableTamper alters every character of a gateway URL's id and
 // sealed part in turn: not one altered URL opens.
 func TestChunkTableTamper(t *testing.T) {
-	tab := NewChunkTable(0, 0, nil)
+	tab := NewChunkTable(0, nil)
 	g := rewrite(t, tab, chunkReply, "h", "o")[0]
 	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 	alter := func(s string, i int) string {
@@ -294,7 +294,7 @@ func TestChunkTableTamper(t *testing.T) {
 }
 
 func TestChunkTableBadInput(t *testing.T) {
-	tab := NewChunkTable(0, 0, nil)
+	tab := NewChunkTable(0, nil)
 	g := rewrite(t, tab, chunkReply, "h", "o")[0]
 	tests := []struct {
 		name, id, sealed string
@@ -370,7 +370,7 @@ func TestChunkRefEncoding(t *testing.T) {
 		})
 	}
 	// A reply whose chunk URL is too long to seal is refused, not cut.
-	tab := NewChunkTable(0, 0, nil)
+	tab := NewChunkTable(0, nil)
 	long := strings.Replace(chunkReply, "sig=a", "sig="+strings.Repeat("a", maxChunkSealed), 1)
 	q, err := ParseQueryResponse([]byte(long))
 	if err != nil {
@@ -382,7 +382,7 @@ func TestChunkRefEncoding(t *testing.T) {
 }
 
 func TestChunkTableConcurrent(t *testing.T) {
-	tab := NewChunkTable(0, 0, nil)
+	tab := NewChunkTable(0, nil)
 	var wg sync.WaitGroup
 	for w := range 8 {
 		wg.Add(1)
@@ -425,7 +425,7 @@ func TestChunkURLSize(t *testing.T) {
 		`"chunkHeaders":{"x-amz-server-side-encryption-customer-key":"k"}`,
 		`"chunkHeaders":{"x-amz-server-side-encryption-customer-algorithm":"AES256","x-amz-server-side-encryption-customer-key":"`+strings.Repeat("K", 44)+
 			`","x-amz-server-side-encryption-customer-key-md5":"`+strings.Repeat("M", 24)+`"}`, 1)
-	g := rewrite(t, NewChunkTable(0, 0, nil), reply, "acme.snowflakecomputing.com", "acme.snowflakecomputing.com/12345")[0]
+	g := rewrite(t, NewChunkTable(0, nil), reply, "acme.snowflakecomputing.com", "acme.snowflakecomputing.com/12345")[0]
 	t.Logf("presigned URL %d bytes (+%d of SSE-C headers); gateway URL %d bytes (id %d, sealed %d)",
 		len(presigned), len("x-amz-server-side-encryption-customer-algorithm")+6+len("x-amz-server-side-encryption-customer-key")+44+len("x-amz-server-side-encryption-customer-key-md5")+24,
 		len(g.raw), len(g.id), len(g.sealed))

@@ -1,8 +1,6 @@
 package snowflake
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -437,13 +435,6 @@ func (q *QueryResponse) ChunkHeaders() (map[string]string, error) {
 		return nil, fmt.Errorf("query reply data: %w", err)
 	}
 	return h, nil
-}
-
-// NewChunkID returns a fresh opaque chunk id: 128 random bits, base64url.
-func NewChunkID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go ≥ 1.24)
-	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
 // ChunkURL returns the URL under which the gateway serves chunk id to a
