@@ -17,6 +17,7 @@ import (
 
 	sf "github.com/snowflakedb/gosnowflake"
 
+	"github.com/snowgate/snowgate/internal/recording"
 	"github.com/snowgate/snowgate/internal/testenv"
 )
 
@@ -215,5 +216,38 @@ func TestChunksSurviveRestart(t *testing.T) {
 	}
 	if err := d3.stop(t); err != nil {
 		t.Fatalf("stop: %v\n%s", err, d3.logs())
+	}
+
+	// Every chunk read is in its session's recording, with its place in
+	// the result, whichever daemon served it: the sealed URL names the
+	// session, so none falls back to a per-workload recording.
+	chunks := 0
+	paths, err := filepath.Glob(filepath.Join(e.dir, "recordings", "*"+recording.FileExt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range paths {
+		rd, err := recording.Open(path)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		session := rd.Meta().Identity.Subject != ""
+		for {
+			rec, err := rd.Next()
+			if err != nil {
+				break
+			}
+			if rec.Kind != recording.KindChunk || rec.Status != 200 {
+				continue
+			}
+			chunks++
+			if !session || rec.ChunkIndex == nil || rec.Note != fmt.Sprintf("chunk %d of 4", *rec.ChunkIndex+1) {
+				t.Errorf("%s: chunk record outside a session or without its place (%q)", filepath.Base(path), rec.Note)
+			}
+		}
+		rd.Close()
+	}
+	if chunks < 8 {
+		t.Errorf("%d chunk records in %d recordings, want at least the 8 of the two results read", chunks, len(paths))
 	}
 }

@@ -42,6 +42,12 @@ func (h *handler) chunk(w http.ResponseWriter, r *http.Request, ep snowflake.End
 		return
 	}
 	x.QueryID = ref.QueryID
+	x.Chunk = &ChunkPlace{Index: ref.Index, Count: ref.Count}
+	// The fetch carries no session token; the URL names the session the
+	// reply was issued to (sealed, so only the gateway could have), and
+	// the session, if still open, its principal: the chunk is recorded,
+	// counted and audited as part of that session.
+	x.Principal = h.g.sessionPrincipal(ref.Session)
 	x.RequestHeader = r.Header.Clone()
 	ctx, cancel := context.WithTimeout(r.Context(), h.g.cfg.UpstreamTimeout)
 	defer cancel()

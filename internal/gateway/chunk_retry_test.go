@@ -65,7 +65,7 @@ func newChunkEnv(t *testing.T, rows int) *chunkEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.g.cfg.Chunks.RewriteReply(q, h.host, h.owner()); err != nil {
+	if _, err := h.g.cfg.Chunks.RewriteReply(q, h.host, h.owner(), ""); err != nil {
 		t.Fatal(err)
 	}
 	if q, err = snowflake.ParseQueryResponse(q.Body.Bytes()); err != nil {

@@ -35,6 +35,14 @@ type Credentials interface {
 	Inbound(ctx context.Context, c *Call, status int, body []byte) ([]byte, error)
 }
 
+// SessionPrincipals is implemented by a Credentials hook that keeps
+// sessions (Swap). A chunk fetch carries no session token, only the session
+// id its sealed URL names; SessionPrincipal returns that session's
+// principal while the session is open, else nil.
+type SessionPrincipals interface {
+	SessionPrincipal(id string) *Principal
+}
+
 // ObserveOnly forwards the client's own credentials unchanged: the login
 // goes upstream as the driver sent it and the tokens come back as Snowflake
 // issued them. It is the behaviour of the observe-only stage, before the

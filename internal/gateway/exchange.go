@@ -73,9 +73,11 @@ type Exchange struct {
 	// ResponseSize is the number of body bytes sent to the client.
 	ResponseSize int64 `json:"response_size"`
 	// ChunkID is set for chunk fetches; QueryID for chunk fetches and for
-	// query replies that name one.
-	ChunkID string `json:"chunk_id,omitempty"`
-	QueryID string `json:"query_id,omitempty"`
+	// query replies that name one. Chunk places a chunk fetch in its
+	// result, as the chunk's URL says (nil for other exchanges).
+	ChunkID string      `json:"chunk_id,omitempty"`
+	Chunk   *ChunkPlace `json:"chunk,omitempty"`
+	QueryID string      `json:"query_id,omitempty"`
 	// RequestID is the driver's requestId (its retry key), when sent.
 	RequestID string `json:"request_id,omitempty"`
 	// UpstreamDuration is the time spent in the upstream round trip (zero
@@ -268,4 +270,13 @@ func redactBody(b []byte) json.RawMessage {
 		return s
 	}
 	return recording.RedactJSON(b)
+}
+
+// ChunkPlace is a fetched chunk's place in its result.
+type ChunkPlace struct {
+	// Index is the chunk's position (0-based); Count the number of chunks
+	// of the result, 0 when the URL did not say (issued by a gateway
+	// before the count was sealed into it).
+	Index int `json:"index"`
+	Count int `json:"count,omitempty"`
 }

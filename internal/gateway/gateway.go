@@ -253,6 +253,16 @@ func New(cfg Config) (*Gateway, error) {
 
 // isSnowflake reports whether name is one of the Snowflake domains or under
 // one.
+// sessionPrincipal is the principal of the open session id names, when
+// the credential hook keeps sessions; nil otherwise.
+func (g *Gateway) sessionPrincipal(id string) *Principal {
+	sp, ok := g.creds.(SessionPrincipals)
+	if !ok || id == "" {
+		return nil
+	}
+	return sp.SessionPrincipal(id)
+}
+
 func (g *Gateway) isSnowflake(name string) bool {
 	for _, d := range g.cfg.Domains {
 		d = strings.ToLower(strings.TrimSuffix(d, "."))

@@ -245,7 +245,7 @@ func (h *handler) forward(ctx context.Context, call *Call, req *clientRequest, x
 	}
 	plain := got.Plain
 	if resp.StatusCode == http.StatusOK && (call.Kind == snowflake.KindQueryRequest || call.Kind == snowflake.KindQueryResult) && mayHaveChunks(plain) {
-		plain, err = h.rewriteChunks(plain)
+		plain, err = h.rewriteChunks(plain, call.Principal)
 		if err != nil {
 			// A reply whose chunks cannot be routed through the gateway
 			// must not reach the client.
@@ -319,13 +319,18 @@ func (h *handler) refuse(w http.ResponseWriter, x *Exchange, err error) {
 }
 
 // rewriteChunks points every chunk URL of a query or result reply at the
-// gateway. A reply that is not a query reply passes unchanged.
-func (h *handler) rewriteChunks(plain []byte) ([]byte, error) {
+// gateway, naming p's session in them (p may be nil: observe-only). A
+// reply that is not a query reply passes unchanged.
+func (h *handler) rewriteChunks(plain []byte, p *Principal) ([]byte, error) {
 	q, err := snowflake.ParseQueryResponse(plain)
 	if err != nil {
 		return plain, nil
 	}
-	n, err := h.g.cfg.Chunks.RewriteReply(q, h.host, h.owner())
+	session := ""
+	if p != nil {
+		session = p.SessionID
+	}
+	n, err := h.g.cfg.Chunks.RewriteReply(q, h.host, h.owner(), session)
 	if err != nil {
 		return nil, fmt.Errorf("rewrite chunk URLs: %w", err)
 	}

@@ -59,8 +59,10 @@ type SessionRecorderConfig struct {
 // Close. Every exchange of the session is recorded before its reply is
 // released: the request (SQL text, bindings, the policy verdict), the
 // response (status, result metadata, inline rows), every result chunk
-// fetched through the gateway (chunks carry no token: they are attributed
-// to the session whose reply issued them), errors, renewals and logout.
+// fetched through the gateway (chunks carry no token: the sealed chunk URL
+// names the session its reply was issued to, so a chunk is recorded in that
+// session's recording even when fetched from a successor gateway), errors,
+// renewals and logout. The recorder keeps nothing per query or chunk.
 //
 // Exchanges without a Principal (observe-only, or a login that failed
 // before a session existed) go to a recording per workload process,
@@ -77,8 +79,6 @@ type SessionRecorder struct {
 
 	mu       sync.Mutex
 	sessions map[string]*liveSession
-	queries  map[string]*liveSession // query id → session, for chunks
-	chunks   map[string]chunkPlace   // chunk id → its session and place
 	// committed marks exchanges Commit stored, so Observe skips them;
 	// failed those it could not store (their records stay pending in the
 	// writer and reach the file with the next successful write).
@@ -89,13 +89,6 @@ type SessionRecorder struct {
 	done      chan struct{}
 }
 
-// chunkPlace is where an issued chunk belongs.
-type chunkPlace struct {
-	s     *liveSession
-	index int
-	of    int
-}
-
 // liveSession is one open recording.
 type liveSession struct {
 	key    string
@@ -104,57 +97,8 @@ type liveSession struct {
 	// lock holds an exclusive flock on the marker while the recording is
 	// open: a daemon taking over (or a second one) never recovers it.
 	lock *os.File
-	// issued are the query ids and chunk ids the session's most recent
-	// replies issued (r.queries and r.chunks hold them), a ring of at most
-	// maxIssued entries; next is the oldest once it is full.
-	issued []issuedIDs
-	next   int
 	// mu keeps the records of one exchange together.
 	mu sync.Mutex
-}
-
-// issuedIDs are the ids one committed reply added to the recorder's
-// chunk attribution maps.
-type issuedIDs struct {
-	query  string
-	chunks []string
-}
-
-// maxIssued bounds, per session, the replies whose query and chunk ids are
-// remembered for attributing chunk fetches (which carry no token) to the
-// session: a long-lived session running a million statements would
-// otherwise hold a million entries until it ends. A driver fetches a
-// result's chunks right after the query's reply (gosnowflake and the Node
-// and Python drivers prefetch a few at a time, JDBC likewise), so only its
-// most recent queries matter; 1024 leaves a wide margin for a client that
-// interleaves many statements before draining a result. A chunk of an
-// evicted query is still recorded, in the per-workload recording (the path
-// used after a restart, when the maps are empty), without its index.
-const maxIssued = 1024
-
-// remember adds ids to s's ring, evicting (and forgetting in r's maps) the
-// oldest entry when the ring is full. Called with r.mu held.
-func (r *SessionRecorder) remember(s *liveSession, ids issuedIDs) {
-	if len(s.issued) < maxIssued {
-		s.issued = append(s.issued, ids)
-		return
-	}
-	r.forget(s, s.issued[s.next])
-	s.issued[s.next] = ids
-	s.next = (s.next + 1) % maxIssued
-}
-
-// forget removes ids from r's maps where they still name s. Called with
-// r.mu held.
-func (r *SessionRecorder) forget(s *liveSession, ids issuedIDs) {
-	if ids.query != "" && r.queries[ids.query] == s {
-		delete(r.queries, ids.query)
-	}
-	for _, c := range ids.chunks {
-		if r.chunks[c].s == s {
-			delete(r.chunks, c)
-		}
-	}
 }
 
 // openSuffix marks a recording the gateway has open: a crash leaves the
@@ -182,8 +126,6 @@ func NewSessionRecorder(cfg SessionRecorderConfig) (*SessionRecorder, error) {
 	r := &SessionRecorder{
 		cfg: cfg, log: cfg.Logger,
 		sessions:  map[string]*liveSession{},
-		queries:   map[string]*liveSession{},
-		chunks:    map[string]chunkPlace{},
 		committed: map[*Exchange]bool{},
 		failed:    map[*Exchange]*liveSession{},
 		stop:      make(chan struct{}),
@@ -292,16 +234,6 @@ func (r *SessionRecorder) Commit(ctx context.Context, x *Exchange) error {
 
 func (r *SessionRecorder) commit(ctx context.Context, x *Exchange) error {
 	recs := exchangeRecords(x)
-	if x.Kind == snowflake.KindChunk.String() {
-		r.mu.Lock()
-		p, ok := r.chunks[x.ChunkID]
-		r.mu.Unlock()
-		if ok {
-			idx := p.index
-			recs[0].ChunkIndex = &idx
-			recs[0].Note = fmt.Sprintf("chunk %d of %d", p.index+1, p.of)
-		}
-	}
 	var s *liveSession
 	for attempt := 0; ; attempt++ {
 		var err error
@@ -323,22 +255,6 @@ func (r *SessionRecorder) commit(ctx context.Context, x *Exchange) error {
 	}
 	r.mu.Lock()
 	r.committed[x] = true
-	var added issuedIDs
-	if qid := recordQueryID(recs); qid != "" && x.Kind != snowflake.KindChunk.String() {
-		if _, ok := r.queries[qid]; !ok {
-			r.queries[qid] = s
-			added.query = qid
-		}
-	}
-	if ids := chunkIDs(x); len(ids) > 0 {
-		for i, id := range ids {
-			r.chunks[id] = chunkPlace{s: s, index: i, of: len(ids)}
-		}
-		added.chunks = ids
-	}
-	if added.query != "" || len(added.chunks) > 0 {
-		r.remember(s, added)
-	}
 	r.mu.Unlock()
 	if x.Kind == snowflake.KindLogout.String() && x.Status < 300 {
 		r.end(s, recording.SealSessionEnd)
@@ -408,14 +324,6 @@ func (r *SessionRecorder) session(x *Exchange) (*liveSession, error) {
 	switch {
 	case x.Principal != nil && x.Principal.SessionID != "":
 		key = "s-" + x.Principal.SessionID
-	case x.Kind == snowflake.KindChunk.String() && r.chunks[x.ChunkID].s != nil:
-		s := r.chunks[x.ChunkID].s
-		r.mu.Unlock()
-		return s, nil
-	case x.Kind == snowflake.KindChunk.String() && x.QueryID != "" && r.queries[x.QueryID] != nil:
-		s := r.queries[x.QueryID]
-		r.mu.Unlock()
-		return s, nil
 	default:
 		key = fmt.Sprintf("w-%d-%d", x.Workload.CgroupID, x.Workload.PID)
 	}
@@ -506,10 +414,6 @@ func (r *SessionRecorder) end(s *liveSession, reason string) {
 	if r.sessions[s.key] == s {
 		delete(r.sessions, s.key)
 	}
-	for _, ids := range s.issued {
-		r.forget(s, ids)
-	}
-	s.issued, s.next = nil, 0
 	r.mu.Unlock()
 	if err := s.w.Seal(reason); err != nil {
 		r.log.Error("recording not sealed", "path", s.w.Path(), "err", err)
@@ -685,12 +589,19 @@ func exchangeRecords(x *Exchange) []recording.Record {
 	}
 	switch x.Kind {
 	case snowflake.KindChunk.String():
-		res := chunkResult(x.ResponseBody)
-		return []recording.Record{{
+		rec := recording.Record{
 			Kind: recording.KindChunk, Wall: end, Method: x.Method, Path: x.Path, Status: x.Status,
-			QueryID: x.QueryID, Duration: x.UpstreamDuration, Result: res,
+			QueryID: x.QueryID, Duration: x.UpstreamDuration, Result: chunkResult(x.ResponseBody),
 			Note: "chunk " + x.ChunkID,
-		}}
+		}
+		if c := x.Chunk; c != nil {
+			idx := c.Index
+			rec.ChunkIndex = &idx
+			if c.Count > 0 {
+				rec.Note = fmt.Sprintf("chunk %d of %d", c.Index+1, c.Count)
+			}
+		}
+		return []recording.Record{rec}
 	}
 	req := recording.Record{
 		Kind: recording.KindRequest, Wall: x.Start, Method: x.Method, Path: x.Path,
@@ -848,44 +759,4 @@ func envelopeError(body []byte) *recording.Error {
 		}
 	}
 	return e
-}
-
-// chunkIDs are the gateway chunk ids a query reply issued, in result order.
-func chunkIDs(x *Exchange) []string {
-	if x.Kind != snowflake.KindQueryRequest.String() && x.Kind != snowflake.KindQueryResult.String() {
-		return nil
-	}
-	q, err := snowflake.ParseQueryResponse(x.ResponseBody)
-	if err != nil || q.Data == nil {
-		return nil
-	}
-	var chunks []struct {
-		URL string `json:"url"`
-	}
-	if ok, err := q.Data.Decode("chunks", &chunks); !ok || err != nil {
-		return nil
-	}
-	ids := make([]string, 0, len(chunks))
-	for _, c := range chunks {
-		i := strings.Index(c.URL, snowflake.ChunkPathPrefix)
-		if i < 0 {
-			continue
-		}
-		id := c.URL[i+len(snowflake.ChunkPathPrefix):]
-		if j := strings.IndexAny(id, "?#"); j >= 0 {
-			id = id[:j]
-		}
-		ids = append(ids, id)
-	}
-	return ids
-}
-
-// recordQueryID is the query id a response record names.
-func recordQueryID(recs []recording.Record) string {
-	for i := len(recs) - 1; i >= 0; i-- {
-		if recs[i].QueryID != "" {
-			return recs[i].QueryID
-		}
-	}
-	return ""
 }

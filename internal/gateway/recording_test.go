@@ -88,6 +88,19 @@ func (p *principalHook) Inbound(_ context.Context, c *gateway.Call, status int, 
 	return body, nil
 }
 
+// SessionPrincipal implements gateway.SessionPrincipals, as the swap
+// does: a chunk fetch names its session, and the principal is found again.
+func (p *principalHook) SessionPrincipal(id string) *gateway.Principal {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pr := range p.byToken {
+		if pr.SessionID == id {
+			return pr
+		}
+	}
+	return nil
+}
+
 func (p *principalHook) secrets() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -152,6 +152,22 @@ func NewSwap(cfg SwapConfig) (*Swap, error) {
 // Store returns the session store (for status and tests).
 func (s *Swap) Store() *session.Store { return s.store }
 
+// SessionPrincipal implements SessionPrincipals.
+func (s *Swap) SessionPrincipal(id string) *Principal {
+	if id == "" {
+		return nil
+	}
+	sess := s.store.Get(id)
+	if sess == nil || sess.Ended() {
+		return nil
+	}
+	st, ok := sess.Data.(*sessionState)
+	if !ok {
+		return nil
+	}
+	return st.principal
+}
+
 // Outbound implements Credentials.
 func (s *Swap) Outbound(ctx context.Context, c *Call, out *http.Request, body []byte) ([]byte, error) {
 	presented := out.Header.Get("Authorization")
@@ -687,7 +703,7 @@ func (s *Swap) recover(ctx context.Context, c *Call, pc *pendingCall, code strin
 		return nil, upstreamRefusal(fmt.Sprintf("the request failed after the session was renewed (HTTP %d)", status))
 	}
 	if c.Kind == snowflake.KindQueryRequest || c.Kind == snowflake.KindQueryResult {
-		if plain, err = h.rewriteChunks(plain); err != nil {
+		if plain, err = h.rewriteChunks(plain, c.Principal); err != nil {
 			return nil, upstreamRefusal("result could not be rewritten")
 		}
 	}

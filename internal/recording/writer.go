@@ -124,12 +124,13 @@ type Writer struct {
 
 // maxQueryRows bounds the queries whose recorded rows a Writer remembers
 // for ResultsFirstRows, so a long-lived session running a million
-// statements does not hold a million entries. A query's rows arrive in its
-// reply and in the chunks the driver fetches right after it, so only the
-// most recent queries are still counting; 1024 leaves a wide margin for
-// clients that interleave statements. A chunk of an evicted query starts a
-// fresh budget: it may record up to Rows more rows, never fewer.
-const maxQueryRows = 1024
+// statements does not hold a million entries (and 1,000 open sessions not
+// a million between them). A query's rows arrive in its reply and in the
+// chunks the driver fetches right after it, so only the most recent
+// queries are still counting; 64 leaves a margin for clients that
+// interleave statements. A chunk of an evicted query starts a fresh
+// budget: it may record up to Rows more rows, never fewer.
+const maxQueryRows = 64
 
 // countRows adds n recorded rows to query key, remembering key among the
 // maxQueryRows most recent queries.

@@ -29,8 +29,17 @@ type ChunkRef struct {
 	Owner string
 	// QueryID is the statement the chunk belongs to, for the recording.
 	QueryID string
-	// Index is the chunk's position in the result.
+	// Index is the chunk's position in the result; Count is the number
+	// of chunks the reply issued (0 in a URL sealed before the count was
+	// sealed with it).
 	Index int
+	Count int
+	// Session is the gateway session the reply was issued to (empty
+	// outside a session, e.g. in observe-only mode, and in URLs sealed
+	// before it was): a chunk fetch carries no session token, so this is
+	// how its record finds the session's recording, in this process or
+	// the one that succeeds it.
+	Session string
 	// Expires is when the rewritten URL stops being served (second
 	// precision).
 	Expires time.Time
@@ -87,15 +96,17 @@ func (t *ChunkTable) KeyID() string { return fmt.Sprintf("%08x", t.keys.Load().c
 
 // RewriteReply points every chunk URL of q at a gateway URL
 // (ChunkURL(host, id) with the sealed reference in its query) bound to
-// owner. It returns the number of chunks rewritten. URLs that already point
-// at the gateway are left alone.
-func (t *ChunkTable) RewriteReply(q *QueryResponse, host, owner string) (int, error) {
+// owner and naming session (see ChunkRef.Session; may be empty). It returns
+// the number of chunks rewritten. URLs that already point at the gateway
+// are left alone.
+func (t *ChunkTable) RewriteReply(q *QueryResponse, host, owner, session string) (int, error) {
 	headers, err := q.ChunkHeaders()
 	if err != nil {
 		return 0, err
 	}
 	expires := t.now().Add(t.ttl)
 	keys := t.keys.Load()
+	count := q.ChunkCount()
 	return q.RewriteChunkURLs(func(i int, orig string) (string, error) {
 		if IsGatewayChunkURL(orig) {
 			return orig, nil
@@ -103,7 +114,7 @@ func (t *ChunkTable) RewriteReply(q *QueryResponse, host, owner string) (int, er
 		if orig == "" {
 			return "", fmt.Errorf("chunk %d has an empty url", i)
 		}
-		id, sealed, err := keys.seal(ChunkRef{URL: orig, Headers: headers, Owner: owner, QueryID: q.QueryID, Index: i, Expires: expires})
+		id, sealed, err := keys.seal(ChunkRef{URL: orig, Headers: headers, Owner: owner, QueryID: q.QueryID, Index: i, Count: count, Session: session, Expires: expires})
 		if err != nil {
 			return "", err
 		}

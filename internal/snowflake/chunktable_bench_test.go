@@ -14,7 +14,7 @@ func BenchmarkChunkRewriteReply(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := tab.RewriteReply(q, "acme.snowflakecomputing.com", "acme.snowflakecomputing.com/1234"); err != nil {
+		if _, err := tab.RewriteReply(q, "acme.snowflakecomputing.com", "acme.snowflakecomputing.com/1234", "s1"); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -47,7 +47,7 @@ func BenchmarkChunkOpen(b *testing.B) {
 		b.Fatal(err)
 	}
 	var id, sealed string
-	if _, err := tab.RewriteReply(q, "h", "o"); err != nil {
+	if _, err := tab.RewriteReply(q, "h", "o", ""); err != nil {
 		b.Fatal(err)
 	}
 	again, _ := ParseQueryResponse(q.Body.Bytes())

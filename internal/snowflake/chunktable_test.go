@@ -27,7 +27,7 @@ func rewrite(t *testing.T, tab *ChunkTable, reply, host, owner string) []chunkGE
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tab.RewriteReply(q, host, owner); err != nil {
+	if _, err := tab.RewriteReply(q, host, owner, ""); err != nil {
 		t.Fatalf("rewrite: %v", err)
 	}
 	again, err := ParseQueryResponse(q.Body.Bytes())
@@ -105,10 +105,10 @@ func TestChunkTable(t *testing.T) {
 	}
 	// Rewriting the rewritten reply changes nothing.
 	q, _ := ParseQueryResponse([]byte(chunkReply))
-	_, _ = tab.RewriteReply(q, "acme.snowflakecomputing.com", "session-a")
+	_, _ = tab.RewriteReply(q, "acme.snowflakecomputing.com", "session-a", "")
 	once := append([]byte(nil), q.Body.Bytes()...)
 	again, _ := ParseQueryResponse(once)
-	if n, err := tab.RewriteReply(again, "acme.snowflakecomputing.com", "session-a"); err != nil || n != 2 || !bytes.Equal(again.Body.Bytes(), once) {
+	if n, err := tab.RewriteReply(again, "acme.snowflakecomputing.com", "session-a", ""); err != nil || n != 2 || !bytes.Equal(again.Body.Bytes(), once) {
 		t.Fatalf("second rewrite: %d %v", n, err)
 	}
 }
@@ -376,7 +376,7 @@ func TestChunkRefEncoding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tab.RewriteReply(q, "h", "o"); err == nil {
+	if _, err := tab.RewriteReply(q, "h", "o", ""); err == nil {
 		t.Fatal("an oversized chunk url was sealed")
 	}
 }
@@ -401,7 +401,7 @@ func TestChunkTableConcurrent(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				if _, err := tab.RewriteReply(q, "h", "o"); err != nil {
+				if _, err := tab.RewriteReply(q, "h", "o", ""); err != nil {
 					t.Error(err)
 					return
 				}

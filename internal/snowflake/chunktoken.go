@@ -23,6 +23,7 @@ import (
 //	ad     = id | uvarint len(bind) | bind | owner
 //	plain  = uvarint expires (Unix seconds) | uvarint index | str query id
 //	         | str URL | uvarint n | n × (name | str value)
+//	         [ | uvarint count | str session ]
 //	name   = uvarint k ≥ 1: chunkHeaderNames[k-1] | 0 | str
 //	str    = uvarint length | bytes
 //
@@ -58,6 +59,10 @@ const (
 	maxChunkSealed = 12 << 10
 	// maxChunkHeaders bounds the chunkHeaders carried.
 	maxChunkHeaders = 32
+	// maxChunkIndex bounds a chunk's index and count.
+	maxChunkIndex = 1 << 31
+	// maxChunkSession bounds the session id carried.
+	maxChunkSession = 256
 )
 
 // ErrChunkToken is wrapped by every refusal of a gateway chunk URL.
@@ -225,15 +230,22 @@ func chunkAD(id, bind, owner string) []byte {
 }
 
 // encodeChunkRef is the version 1 plaintext of ref (its owner excepted).
+// The count and session close it when either is set: a reference sealed
+// before they were added ends after its headers, and still opens.
 func encodeChunkRef(ref ChunkRef) ([]byte, error) {
-	if ref.Index < 0 || len(ref.Headers) > maxChunkHeaders {
+	switch {
+	case ref.Index < 0 || ref.Count < 0 || ref.Index > maxChunkIndex || ref.Count > maxChunkIndex:
+		return nil, fmt.Errorf("chunk %d of %d: out of range", ref.Index, ref.Count)
+	case len(ref.Headers) > maxChunkHeaders:
 		return nil, fmt.Errorf("chunk %d: %d headers, at most %d", ref.Index, len(ref.Headers), maxChunkHeaders)
+	case len(ref.Session) > maxChunkSession:
+		return nil, fmt.Errorf("chunk %d: session id of %d bytes, at most %d", ref.Index, len(ref.Session), maxChunkSession)
 	}
 	exp := ref.Expires.Unix()
 	if exp < 0 {
 		exp = 0
 	}
-	n := 2*binary.MaxVarintLen64 + 3*binary.MaxVarintLen64 + len(ref.QueryID) + len(ref.URL)
+	n := 2*binary.MaxVarintLen64 + 5*binary.MaxVarintLen64 + len(ref.QueryID) + len(ref.URL) + len(ref.Session)
 	for k, v := range ref.Headers {
 		n += 2*binary.MaxVarintLen64 + len(k) + len(v)
 	}
@@ -251,6 +263,10 @@ func encodeChunkRef(ref ChunkRef) ([]byte, error) {
 			b = appendChunkStr(append(b, 0), k)
 		}
 		b = appendChunkStr(b, ref.Headers[k])
+	}
+	if ref.Count > 0 || ref.Session != "" {
+		b = binary.AppendUvarint(b, uint64(ref.Count))
+		b = appendChunkStr(b, ref.Session)
 	}
 	return b, nil
 }
@@ -287,15 +303,22 @@ func decodeChunkRef(b []byte) (ChunkRef, error) {
 			ref.Headers[k] = d.str()
 		}
 	}
+	var count uint64
+	if d.err == nil && len(d.b) > 0 {
+		count = d.uvarint()
+		ref.Session = d.str()
+	}
 	switch {
 	case d.err != nil:
 		return ChunkRef{}, d.err
 	case len(d.b) != 0:
 		return ChunkRef{}, fmt.Errorf("%d bytes after the reference", len(d.b))
-	case exp > 1<<40 || idx > 1<<31:
-		return ChunkRef{}, errors.New("expiry or index out of range")
+	case exp > 1<<40 || idx > maxChunkIndex || count > maxChunkIndex:
+		return ChunkRef{}, errors.New("expiry, index or count out of range")
+	case len(ref.Session) > maxChunkSession:
+		return ChunkRef{}, fmt.Errorf("session id of %d bytes", len(ref.Session))
 	}
-	ref.Index = int(idx)
+	ref.Index, ref.Count = int(idx), int(count)
 	ref.Expires = time.Unix(int64(exp), 0)
 	return ref, nil
 }

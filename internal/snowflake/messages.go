@@ -387,6 +387,19 @@ func (q *QueryResponse) InProgress() bool {
 	return q.Code == CodeQueryInProgress || q.Code == CodeAsyncInProgress
 }
 
+// ChunkCount is the number of data.chunks of the reply (0 when it has none
+// or they cannot be read).
+func (q *QueryResponse) ChunkCount() int {
+	if q.Data == nil || q.Data.IsNull("chunks") {
+		return 0
+	}
+	chunks, err := q.Data.Array("chunks")
+	if err != nil {
+		return 0
+	}
+	return chunks.Len()
+}
+
 // RewriteChunkURLs calls rewrite for every data.chunks[].url of the reply and
 // stores what it returns in its place. It returns the number of URLs
 // rewritten; a reply without chunks gives 0. An error from rewrite stops the
