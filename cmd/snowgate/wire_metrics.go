@@ -58,7 +58,7 @@ func (d *daemon) wireMetrics(ctx context.Context) error {
 		// Until the approval service counts its decisions itself, the
 		// pending ones are read from its store.
 		if s, ok := hook.(*approval.Service); ok && s != nil && src.Approvals == nil {
-			src.Approvals = pendingApprovals{s.Store()}
+			src.Approvals = pendingApprovals{st: s.Store(), svc: s}
 		}
 		if s, ok := hook.(metrics.RecordingSource); ok && src.Recording == nil {
 			src.Recording = s
@@ -101,7 +101,10 @@ func (s storeSessions) ActiveSessions() int { return s.st.Len() }
 // pendingApprovals counts the held statements in the approval store. It
 // reports no decided counts: the store holds every gateway's history, not
 // this daemon's.
-type pendingApprovals struct{ st approval.Store }
+type pendingApprovals struct {
+	st  approval.Store
+	svc *approval.Service
+}
 
 // pendingScan bounds one scrape's look at the store.
 const pendingScan = 10000
@@ -118,6 +121,8 @@ func (p pendingApprovals) PendingApprovals() int {
 }
 
 func (p pendingApprovals) DecidedApprovals() map[string]uint64 { return nil }
+
+func (p pendingApprovals) ResumedRuns() uint64 { return p.svc.ResumedRuns() }
 
 // metricHooks are the stages' hooks that may report figures, each once
 // (the recorder is an observer too).

@@ -13,8 +13,11 @@
 //
 // Every transition is one conditional write in the store, so two reviewers
 // deciding at once, a decision after the timeout or a second approval each
-// end in exactly one state; an approved statement is claimed once before it
-// runs, so it never runs twice, even with several gateways on one store.
+// end in exactly one state. An approved statement's run is claimed before
+// it runs, by one gateway instance at a time, even with several gateways on
+// one store; a successor takes over only the run of a claimer that is dead
+// or past its lease, and sends it with the driver's requestId, which the
+// service de-duplicates (claim.go), so it never runs twice.
 package approval
 
 import (
@@ -23,6 +26,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -54,8 +58,13 @@ var (
 	ErrSelfApproval = errors.New("the requesting identity cannot decide its own request")
 	// ErrAlreadyVoted: the reviewer already approved this request.
 	ErrAlreadyVoted = errors.New("reviewer already voted on this request")
-	// ErrClaimed: the approved statement was already run.
+	// ErrClaimed: the approved statement was already run (its run has a
+	// recorded outcome, or was claimed longer than ResendWindow ago).
 	ErrClaimed = errors.New("approved statement already run")
+	// ErrRunning: the approved statement's run is claimed by a gateway
+	// instance that is alive (or not known dead) and within its lease. It
+	// wraps ErrClaimed: a caller that only asks "may I run it?" gets no.
+	ErrRunning = fmt.Errorf("%w: being run by another gateway instance", ErrClaimed)
 )
 
 // Request is one statement waiting for (or past) a decision.
@@ -106,8 +115,22 @@ type Request struct {
 	// DecidedAt and DecisionReason are set once the state is final.
 	DecidedAt      *time.Time `json:"decided_at,omitempty"`
 	DecisionReason string     `json:"decision_reason,omitempty"`
-	// ExecutedAt is when the approved statement was claimed to run.
+	// ExecutedAt is when the approved statement was first claimed to run.
 	ExecutedAt *time.Time `json:"executed_at,omitempty"`
+	// Claimer is the gateway instance holding the run (the last to claim
+	// it); nil for a claim stored before claimers were recorded.
+	Claimer *Instance `json:"claimer,omitempty"`
+	// LeaseUntil is when the claimer's run is over at the latest: after
+	// it, another gateway may take the run over. Nil for an old claim
+	// (then ExecutedAt + DefaultRunBound).
+	LeaseUntil *time.Time `json:"lease_until,omitempty"`
+	// RanAt is when the run got its final reply, and RunOutcome what it
+	// was ("success" or the error code): nil while the run has none.
+	RanAt      *time.Time `json:"ran_at,omitempty"`
+	RunOutcome string     `json:"run_outcome,omitempty"`
+	// claimedBy is the stored claimer, verbatim: the compare-and-set of a
+	// take-over compares it.
+	claimedBy string
 
 	// Resume is the client's request as it came, so that any gateway
 	// sharing the store (or this one after a restart) can run it once

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/snowgate/snowgate/internal/audit"
@@ -46,6 +47,9 @@ type Config struct {
 	Audit Auditor
 	// Gateway names this gateway instance in the requests it holds.
 	Gateway string
+	// Instance is the claimer of the runs this service claims; default
+	// Self(). Tests set another to act as a second gateway.
+	Instance *Instance
 	// StorePoll is how often waiters re-read the store; default
 	// DefaultStorePoll.
 	StorePoll time.Duration
@@ -65,6 +69,10 @@ type Service struct {
 	// wakes its own waiters, not every held statement's.
 	waits map[string]*waiters
 	wg    sync.WaitGroup
+
+	// resumed counts runs taken over from another instance (resumed or
+	// replayed).
+	resumed atomic.Uint64
 }
 
 // waiters are the Wait calls on one request.
@@ -89,6 +97,10 @@ func NewService(cfg Config) (*Service, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Instance == nil {
+		in := Self()
+		cfg.Instance = &in
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -291,10 +303,51 @@ func (s *Service) Cancel(ctx context.Context, id, reason string) (*Request, erro
 	return r, err
 }
 
-// Claim marks an approved request as run: exactly one caller succeeds.
+// Claim claims the run of an approved request for this instance with the
+// default lease (DefaultRunBound): of concurrent callers exactly one
+// succeeds. See ClaimRun.
 func (s *Service) Claim(ctx context.Context, id string) (*Request, error) {
-	return s.cfg.Store.Claim(ctx, id, s.now())
+	res, err := s.ClaimRun(ctx, id, 0)
+	if res == nil {
+		return nil, err
+	}
+	return res.Request, err
 }
+
+// ClaimRun claims the run of an approved request for this service's
+// instance, for lease (the run's bound; DefaultRunBound when zero). A run
+// taken over from a dead (or overdue) claimer, or sent again after its
+// outcome, is counted (ResumedRuns) and audited. It fails with
+// ErrFinal, ErrRunning (another live instance runs it) or ErrClaimed (it
+// may not run again); the result is set with ErrRunning too.
+func (s *Service) ClaimRun(ctx context.Context, id string, lease time.Duration) (*ClaimResult, error) {
+	res, err := s.cfg.Store.Claim(ctx, id, Claim{By: *s.cfg.Instance, Lease: lease}, s.now())
+	if err != nil || res.Kind == ClaimNew {
+		return res, err
+	}
+	// The gateway logs the take-over with the request's context; here it
+	// is counted and audited.
+	s.resumed.Add(1)
+	r := res.Request
+	s.auditDetail(r, "", "run "+res.Kind.String()+" (claimed by "+res.Previous.ID+", "+res.Why+")", map[string]any{
+		"previous_claimer": res.Previous, "claimer": s.cfg.Instance.ID, "why": res.Why,
+	})
+	return res, nil
+}
+
+// Finish records the final outcome of a claimed run ("success" or an
+// error code), so no successor resumes it as unfinished.
+func (s *Service) Finish(ctx context.Context, id, outcome string) (*Request, error) {
+	return s.cfg.Store.Finish(ctx, id, outcome, s.now())
+}
+
+// ResumedRuns is how many runs this service took over from another
+// gateway instance (dead, overdue, or finished without its reply known to
+// have reached the driver).
+func (s *Service) ResumedRuns() uint64 { return s.resumed.Load() }
+
+// Instance is the gateway instance this service claims runs as.
+func (s *Service) Instance() Instance { return *s.cfg.Instance }
 
 // Wait returns the request once it is no longer pending, or as it is
 // after maxWait (or when ctx ends). It expires the request at its deadline.
@@ -329,15 +382,24 @@ func (s *Service) Wait(ctx context.Context, id string, maxWait time.Duration) (*
 }
 
 func (s *Service) audit(r *Request, reviewer, outcome string) {
+	s.auditDetail(r, reviewer, outcome, nil)
+}
+
+// auditDetail emits an approval event with extra detail.
+func (s *Service) auditDetail(r *Request, reviewer, outcome string, extra map[string]any) {
 	if s.cfg.Audit == nil {
 		return
+	}
+	detail := map[string]any{"requester": r.Requester, "sql_sha256": r.SQLHash, "bindings_sha256": r.BindingsHash}
+	for k, v := range extra {
+		detail[k] = v
 	}
 	s.cfg.Audit.Emit(audit.Event{
 		Time: s.now(), Type: audit.ApprovalDecision, Outcome: outcome, Reason: r.DecisionReason,
 		SessionID: r.SessionID, Rule: r.Rule, Account: r.Account, User: r.User, Role: r.Role,
 		RequestID: r.RequestKey, QueryID: r.QueryID, SQL: recording.RedactSQL(r.SQL), Class: r.Class,
 		Decision: string(r.State), ApprovalID: r.ID, Reviewer: reviewer,
-		Detail: map[string]any{"requester": r.Requester, "sql_sha256": r.SQLHash, "bindings_sha256": r.BindingsHash},
+		Detail: detail,
 	})
 }
 
@@ -376,7 +438,14 @@ func Describe(r *Request) string {
 		fmt.Fprintf(&b, "  decided:   %s  %s\n", r.DecidedAt.Format(time.RFC3339), r.DecisionReason)
 	}
 	if r.ExecutedAt != nil {
-		fmt.Fprintf(&b, "  run:       %s\n", r.ExecutedAt.Format(time.RFC3339))
+		fmt.Fprintf(&b, "  run:       %s", r.ExecutedAt.Format(time.RFC3339))
+		if r.Claimer != nil {
+			fmt.Fprintf(&b, "  by %s", r.Claimer)
+		}
+		if r.RanAt != nil {
+			fmt.Fprintf(&b, "  finished %s: %s", r.RanAt.Format(time.RFC3339), r.RunOutcome)
+		}
+		b.WriteString("\n")
 	}
 	return b.String()
 }

@@ -39,9 +39,15 @@ type Store interface {
 	Expire(ctx context.Context, id string, now time.Time) (*Request, error)
 	// Cancel moves a pending request to cancelled (the client gave up).
 	Cancel(ctx context.Context, id, reason string, now time.Time) (*Request, error)
-	// Claim marks an approved request as run; it fails with ErrClaimed if
-	// it already was and ErrFinal unless approved.
-	Claim(ctx context.Context, id string, now time.Time) (*Request, error)
+	// Claim gives the run of an approved request to c.By until now +
+	// c.Lease, by the rule of decideClaim (claim.go): it fails with
+	// ErrFinal unless approved, ErrRunning while another live instance
+	// holds the run, ErrClaimed when it may not run again. A take-over is
+	// a compare-and-set on the stored claimer: exactly one bidder wins.
+	Claim(ctx context.Context, id string, c Claim, now time.Time) (*ClaimResult, error)
+	// Finish records that the claimed run got its final reply at now,
+	// with outcome ("success" or an error code). The first outcome stays.
+	Finish(ctx context.Context, id, outcome string, now time.Time) (*Request, error)
 	Close() error
 }
 
@@ -90,6 +96,22 @@ var schema = []string{
 	)`,
 	`CREATE INDEX IF NOT EXISTS snowgate_approvals_state ON snowgate_approvals (state, created_at)`,
 	`CREATE INDEX IF NOT EXISTS snowgate_approvals_query ON snowgate_approvals (query_id)`,
+}
+
+// addedColumns are the columns added to snowgate_approvals after its
+// first release, in order; init adds those a database lacks. Rows stored
+// before have them NULL (run_outcome empty): a claim without a claimer is
+// an unknown instance's, with the lease ExecutedAt + DefaultRunBound. A
+// gateway of the earlier version sharing the migrated table still works:
+// its claims are such claims.
+var addedColumns = []struct{ name, def string }{
+	// claimed_by is the claimer, an Instance as JSON.
+	{"claimed_by", "TEXT"},
+	// lease_until is when the claimer's run is over at the latest.
+	{"lease_until", "BIGINT"},
+	// ran_at and run_outcome: the run's final reply.
+	{"ran_at", "BIGINT"},
+	{"run_outcome", "TEXT NOT NULL DEFAULT ''"},
 }
 
 // OpenSQLite opens (creating) the SQLite store at path, for one runner.
@@ -183,7 +205,44 @@ func (s *sqlStore) init(ctx context.Context) error {
 			}
 		}
 	}
+	return s.migrate(ctx)
+}
+
+// migrate adds the columns of addedColumns a database made by an earlier
+// version lacks. Two processes may migrate at once: PostgreSQL's IF NOT
+// EXISTS covers it; on SQLite a failed ADD COLUMN counts if the column is
+// there afterwards.
+func (s *sqlStore) migrate(ctx context.Context) error {
+	for _, c := range addedColumns {
+		if s.d.name == "postgres" {
+			if _, err := s.w.ExecContext(ctx, `ALTER TABLE snowgate_approvals ADD COLUMN IF NOT EXISTS `+c.name+` `+c.def); err != nil {
+				return fmt.Errorf("approval store (%s): add column %s: %w", s.d.name, c.name, err)
+			}
+			continue
+		}
+		has, err := s.hasColumn(ctx, c.name)
+		if err != nil || has {
+			if err != nil {
+				return fmt.Errorf("approval store (%s): %w", s.d.name, err)
+			}
+			continue
+		}
+		if _, err := s.w.ExecContext(ctx, `ALTER TABLE snowgate_approvals ADD COLUMN `+c.name+` `+c.def); err != nil {
+			if has, _ := s.hasColumn(ctx, c.name); !has {
+				return fmt.Errorf("approval store (%s): add column %s: %w", s.d.name, c.name, err)
+			}
+		}
+	}
 	return nil
+}
+
+// hasColumn reports whether SQLite's snowgate_approvals has column name.
+func (s *sqlStore) hasColumn(ctx context.Context, name string) (bool, error) {
+	var n int
+	if err := s.w.QueryRowContext(ctx, `SELECT COUNT(*) FROM pragma_table_info('snowgate_approvals') WHERE name = ?`, name).Scan(&n); err != nil {
+		return false, fmt.Errorf("columns of snowgate_approvals: %w", err)
+	}
+	return n > 0, nil
 }
 
 // write runs f in a write transaction and returns once it is committed
@@ -240,7 +299,7 @@ func (s *sqlStore) Close() error {
 	return s.db.Close()
 }
 
-const selectCols = `id, state, created_at, expires_at, decided_at, executed_at, decision_reason, body`
+const selectCols = `id, state, created_at, expires_at, decided_at, executed_at, decision_reason, body, claimed_by, lease_until, ran_at, run_outcome`
 
 // querier is a *sql.DB or *sql.Tx.
 type querier interface {
@@ -252,13 +311,15 @@ type scanner interface{ Scan(...any) error }
 
 func scanRequest(sc scanner) (*Request, error) {
 	var (
-		r                 Request
-		state, body, why  string
-		created, expires  int64
-		decided, executed sql.NullInt64
-		id                string
+		r                        Request
+		state, body, why, result string
+		created, expires         int64
+		decided, executed        sql.NullInt64
+		lease, ran               sql.NullInt64
+		claimer                  sql.NullString
+		id                       string
 	)
-	if err := sc.Scan(&id, &state, &created, &expires, &decided, &executed, &why, &body); err != nil {
+	if err := sc.Scan(&id, &state, &created, &expires, &decided, &executed, &why, &body, &claimer, &lease, &ran, &result); err != nil {
 		return nil, err
 	}
 	if err := json.Unmarshal([]byte(body), &r); err != nil {
@@ -274,6 +335,23 @@ func scanRequest(sc scanner) (*Request, error) {
 		t := time.Unix(0, executed.Int64).UTC()
 		r.ExecutedAt = &t
 	}
+	if claimer.Valid && claimer.String != "" {
+		r.claimedBy = claimer.String
+		var in Instance
+		if err := json.Unmarshal([]byte(claimer.String), &in); err != nil {
+			return nil, fmt.Errorf("approval %s: stored claimer: %w", id, err)
+		}
+		r.Claimer = &in
+	}
+	if lease.Valid {
+		t := time.Unix(0, lease.Int64).UTC()
+		r.LeaseUntil = &t
+	}
+	if ran.Valid {
+		t := time.Unix(0, ran.Int64).UTC()
+		r.RanAt = &t
+	}
+	r.RunOutcome = result
 	return &r, nil
 }
 
@@ -334,6 +412,7 @@ func (s *sqlStore) FindQuery(ctx context.Context, qid string) (*Request, error) 
 func (s *sqlStore) Create(ctx context.Context, r *Request) (*Request, bool, error) {
 	body := *r
 	body.Votes, body.DecidedAt, body.ExecutedAt = nil, nil, nil
+	body.Claimer, body.LeaseUntil, body.RanAt, body.RunOutcome = nil, nil, nil, ""
 	b, err := json.Marshal(body)
 	if err != nil {
 		return nil, false, fmt.Errorf("approval %s: %w", r.ID, err)
@@ -504,15 +583,54 @@ func (s *sqlStore) Cancel(ctx context.Context, id, reason string, now time.Time)
 	})
 }
 
-func (s *sqlStore) Claim(ctx context.Context, id string, now time.Time) (*Request, error) {
-	return s.change(ctx, id, func(ctx context.Context, tx *sql.Tx, r *Request) (error, error) {
-		switch {
-		case r.State != Approved:
-			return ErrFinal, nil
-		case r.ExecutedAt != nil:
-			return ErrClaimed, nil
+func (s *sqlStore) Claim(ctx context.Context, id string, c Claim, now time.Time) (*ClaimResult, error) {
+	if c.Lease <= 0 {
+		c.Lease = DefaultRunBound
+	}
+	by, err := json.Marshal(c.By)
+	if err != nil {
+		return nil, fmt.Errorf("approval %s: claimer: %w", id, err)
+	}
+	var res ClaimResult
+	r, err := s.change(ctx, id, func(ctx context.Context, tx *sql.Tx, r *Request) (error, error) {
+		var refused error
+		if res, refused = decideClaim(r, c, now); refused != nil {
+			return refused, nil
 		}
-		_, err := tx.ExecContext(ctx, s.q(`UPDATE snowgate_approvals SET executed_at = ? WHERE id = ? AND executed_at IS NULL`), now.UnixNano(), id)
+		// The row is locked (FOR UPDATE; SQLite's one writer), and the
+		// update still compares the claimer it decided on: a take-over
+		// happens only over the claim it judged.
+		query := `UPDATE snowgate_approvals SET claimed_by = ?, lease_until = ?, executed_at = COALESCE(executed_at, ?)
+			WHERE id = ? AND state = ? AND COALESCE(claimed_by, '') = ?`
+		if res.Kind == ClaimNew {
+			query += ` AND executed_at IS NULL`
+		}
+		ur, err := tx.ExecContext(ctx, s.q(query), string(by), now.Add(c.Lease).UnixNano(), now.UnixNano(), id, string(Approved), r.claimedBy)
+		if err != nil {
+			return nil, fmt.Errorf("claim: %w", err)
+		}
+		if n, err := ur.RowsAffected(); err != nil || n != 1 {
+			res.Kind = 0
+			return ErrRunning, nil
+		}
+		return nil, nil
+	})
+	if r == nil {
+		return nil, err
+	}
+	res.Request = r
+	return &res, err
+}
+
+func (s *sqlStore) Finish(ctx context.Context, id, outcome string, now time.Time) (*Request, error) {
+	return s.change(ctx, id, func(ctx context.Context, tx *sql.Tx, r *Request) (error, error) {
+		if r.ExecutedAt == nil {
+			return fmt.Errorf("%w: the run was never claimed", ErrFinal), nil
+		}
+		if r.RanAt != nil {
+			return nil, nil
+		}
+		_, err := tx.ExecContext(ctx, s.q(`UPDATE snowgate_approvals SET ran_at = ?, run_outcome = ? WHERE id = ? AND ran_at IS NULL`), now.UnixNano(), outcome, id)
 		return nil, err
 	})
 }

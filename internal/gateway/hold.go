@@ -9,6 +9,38 @@ package gateway
 // first, its SQL and bindings checked against the approved hashes on the
 // way out) and its reply answers the poll; later retries of that poll get
 // the same reply. Denied, expired or cancelled, the poll gets an error.
+//
+// A run and a killed gateway. The claim names this gateway instance (the
+// approval package's Instance: a random id, the host's boot id, the pid
+// and its start time) and a lease, the run's bound (UpstreamTimeout plus
+// runLeaseMargin); when the run gets its final reply the outcome is
+// recorded in the store (Finish). A gateway killed after its claim leaves a
+// claimed run without an outcome, and the driver polls its successor
+// (same host: sessions survive in the session state file; the held query
+// is recovered from the store). The rule, applied atomically by the store
+// (approval/claim.go), from the successor's side:
+//
+//   - the claimer is dead (same boot and pid namespace, its pid gone or
+//     reused) or its lease passed, and the run has no outcome: resume it —
+//     send the stored request again with the driver's own requestId. The
+//     service de-duplicates by session and requestId (a statement that
+//     reached it is not executed again, its query answers; one that did
+//     not runs now), so the statement runs once either way. Of several
+//     successors one wins (compare-and-set on the claimer).
+//   - the run has an outcome: the claimer may have died between the
+//     outcome and the reply reaching the driver, and the driver polls
+//     because it has no result; a resend with the same requestId returns
+//     the same query, so the run is replayed rather than refused. (A
+//     gateway that holds the reply in memory answers from it and never
+//     asks the store.)
+//   - the claimer is alive and within its lease (another gateway of the
+//     fleet runs it, or this one under a forgotten held entry): the poll
+//     waits up to PollHold for the claim to change and then answers "still
+//     running" (333334), as Snowflake answers a running query. An error
+//     would tell the agent its statement failed while it runs; running it
+//     here would put a second send in flight beside the first.
+//   - the first claim is older than approval.ResendWindow: "already ran",
+//     003001. De-duplication by requestId is not relied on past that.
 
 import (
 	"context"
@@ -80,9 +112,11 @@ const holdRetention = time.Hour
 
 // holdDoneRetention is how long a query that ran is remembered with its
 // reply, for the driver's retries of the poll that got it. A later poll
-// finds the approval claimed and is told the statement already ran. Under
-// sustained load (issue #9: thousands of held statements an hour) this,
-// not the approval's timeout, bounds the table.
+// finds the run finished in the store and sends it again for its reply
+// (de-duplicated by requestId), or, past approval.ResendWindow, is told
+// the statement already ran. Under sustained load (issue #9: thousands of
+// held statements an hour) this, not the approval's timeout, bounds the
+// table.
 const holdDoneRetention = 10 * time.Minute
 
 // holdSweepEvery spaces the table's sweeps, so an add is not a walk of
@@ -259,14 +293,20 @@ func decisionText(r *approval.Request) string {
 // inProgress is the 333334 answer with the held query's result URL.
 func inProgress(hd *held, r *approval.Request) *reply {
 	left := int(time.Until(r.ExpiresAt).Seconds())
+	return stillRunning(hd, fmt.Sprintf("statement held for approval %s (%s); waiting for a reviewer.", hd.approvalID, hd.reason), max(left, 1))
+}
+
+// stillRunning is a 333334 "still running" reply for hd's query, which
+// sends the driver back to poll its result; why ends the message.
+func stillRunning(hd *held, why string, abortsAfter int) *reply {
 	body, _ := json.Marshal(map[string]any{
 		"code":    snowflake.CodeAsyncInProgress,
 		"success": true,
-		"message": fmt.Sprintf("Asynchronous execution in progress. snowgate: statement held for approval %s (%s); waiting for a reviewer.", hd.approvalID, hd.reason),
+		"message": "Asynchronous execution in progress. snowgate: " + why,
 		"data": map[string]any{
 			"getResultUrl":         "/queries/" + hd.qid + "/result",
 			"progressDesc":         nil,
-			"queryAbortsAfterSecs": max(left, 1),
+			"queryAbortsAfterSecs": abortsAfter,
 			"queryId":              hd.qid,
 		},
 	})
@@ -381,6 +421,9 @@ func (h *handler) pollHeld(ctx context.Context, sp *StatementPolicy, call *Call,
 
 // runHeld runs an approved query once and keeps its reply for retries.
 func (h *handler) runHeld(ctx context.Context, sp *StatementPolicy, call *Call, poll *clientRequest, hd *held, x *Exchange) (*reply, error) {
+	// A poll that finds the run held by another live instance waits for
+	// it at most PollHold in all, the wait for hd.mu included.
+	deadline := time.Now().Add(sp.PollHold)
 	hd.mu.Lock()
 	defer hd.mu.Unlock()
 	if hd.done {
@@ -393,13 +436,28 @@ func (h *handler) runHeld(ctx context.Context, sp *StatementPolicy, call *Call, 
 		return h.forward(ctx, &Call{Kind: snowflake.KindQueryResult, Account: call.Account, Host: call.Host, Workload: call.Workload, Principal: call.Principal}, follow, x, false)
 	}
 	if !hd.claimed {
-		if _, err := sp.Approvals.Claim(ctx, hd.approvalID); err != nil {
-			if errors.Is(err, approval.ErrClaimed) {
-				hd.finish(nil, &snowflake.Error{Code: policy.CodeAccessDenied, SQLState: policy.SQLStateAccessDenied, QueryID: hd.qid, Type: "COMPILATION",
-					Message: fmt.Sprintf("SQL access control error:\nsnowgate: the statement approved in %s already ran; it runs only once", hd.approvalID)})
-				return nil, hd.err
-			}
+		res, err := h.claimHeld(ctx, sp, hd, deadline)
+		switch {
+		case errors.Is(err, approval.ErrRunning):
+			// Another live instance runs it: the driver polls again.
+			return runningElsewhere(hd, res), nil
+		case errors.Is(err, approval.ErrClaimed):
+			hd.finish(nil, &snowflake.Error{Code: policy.CodeAccessDenied, SQLState: policy.SQLStateAccessDenied, QueryID: hd.qid, Type: "COMPILATION",
+				Message: fmt.Sprintf("SQL access control error:\nsnowgate: the statement approved in %s already ran; it runs only once", hd.approvalID)})
+			return nil, hd.err
+		case err != nil:
 			return nil, h.storeRefusal(hd, err)
+		}
+		switch res.Kind {
+		case approval.ClaimResumed:
+			msg := "resuming approved statement claimed by dead gateway instance"
+			if res.Why != "dead" {
+				msg = "resuming approved statement whose claimer's lease passed"
+			}
+			h.log.Warn(msg, "approval", hd.approvalID, "query", hd.qid, "previous", res.Previous.String(), "why", res.Why, "request_id", hd.requestID)
+		case approval.ClaimReplay:
+			h.log.Info("sending a finished approved statement again for the reply the driver never got", "approval", hd.approvalID, "query", hd.qid,
+				"previous", res.Previous.String(), "outcome", res.Request.RunOutcome, "request_id", hd.requestID)
 		}
 		hd.claimed = true
 	}
@@ -429,8 +487,81 @@ func (h *handler) runHeld(ctx context.Context, sp *StatementPolicy, call *Call, 
 		// and polls again, and the run is retried with the new token.
 	default:
 		hd.finish(rep, err)
+		h.recordOutcome(ctx, sp, hd, rep, err)
 	}
 	return rep, err
+}
+
+// runLeaseMargin is added to UpstreamTimeout for the lease of a claim:
+// the run's upstream exchange is bounded by UpstreamTimeout, and the
+// margin covers the store writes around it.
+const runLeaseMargin = time.Minute
+
+// claimRetry spaces the claim attempts of a poll that finds the run held
+// by another live instance.
+const claimRetry = time.Second
+
+// claimHeld claims the run of hd for this instance. While another live
+// instance holds it (ErrRunning), it tries again until deadline, the
+// client goes or the gateway drains: a take-over becomes possible when
+// that instance dies or its lease passes.
+func (h *handler) claimHeld(ctx context.Context, sp *StatementPolicy, hd *held, deadline time.Time) (*approval.ClaimResult, error) {
+	lease := h.g.cfg.UpstreamTimeout + runLeaseMargin
+	for {
+		res, err := sp.Approvals.ClaimRun(ctx, hd.approvalID, lease)
+		left := time.Until(deadline)
+		if !errors.Is(err, approval.ErrRunning) || left <= 0 {
+			return res, err
+		}
+		t := time.NewTimer(min(claimRetry, left))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return res, err
+		case <-h.g.draining:
+			t.Stop()
+			return res, err
+		case <-t.C:
+		}
+	}
+}
+
+// runningElsewhere is the 333334 answer to a poll of a held query whose
+// run another live gateway instance holds.
+func runningElsewhere(hd *held, res *approval.ClaimResult) *reply {
+	by := "another gateway instance"
+	if res != nil && res.Previous != nil {
+		by = "gateway instance " + res.Previous.String()
+	}
+	return stillRunning(hd, fmt.Sprintf("the statement approved in %s is being run by %s.", hd.approvalID, by), 1)
+}
+
+// recordOutcome marks the run of hd finished in the approval store, so a
+// successor does not take it for an interrupted run. A failure only logs:
+// a successor then resends with the same requestId, which the service
+// de-duplicates.
+func (h *handler) recordOutcome(ctx context.Context, sp *StatementPolicy, hd *held, rep *reply, err error) {
+	outcome := "success"
+	var se *snowflake.Error
+	switch {
+	case errors.As(err, &se):
+		outcome = "error " + se.Code
+	case err != nil:
+		outcome = "error"
+	default:
+		if env, perr := snowflake.ParseEnvelope(rep.Body); perr != nil || !env.Success {
+			code := ""
+			if env != nil {
+				code = env.Code
+			}
+			outcome = strings.TrimSpace(fmt.Sprintf("error %d %s", rep.Status, code))
+		}
+	}
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if _, ferr := sp.Approvals.Finish(fctx, hd.approvalID, outcome); ferr != nil {
+		h.log.Warn("approval store: the run's outcome was not recorded", "approval", hd.approvalID, "outcome", outcome, "err", ferr)
+	}
 }
 
 // sessionFailure reports whether a reply is a session error (390xxx: the

@@ -24,6 +24,7 @@ type collector struct {
 	kernel                                         *prometheus.Desc
 	sessions                                       *prometheus.Desc
 	approvalsPending, approvalsDecided             *prometheus.Desc
+	approvalRunsResumed                            *prometheus.Desc
 	recordingBytes, recordingErrors                *prometheus.Desc
 	dnsAnswers, dnsAddresses                       *prometheus.Desc
 }
@@ -87,6 +88,8 @@ func newCollector(src Sources, log *slog.Logger) *collector {
 		approvalsDecided: desc("approvals_decided_total",
 			"Approval requests decided, by outcome.",
 			"decision"),
+		approvalRunsResumed: desc("approval_runs_resumed_total",
+			"Approved statements whose run this gateway took over from a gateway instance that died (or whose lease passed) before the run's reply; each was sent again with the driver's requestId."),
 		recordingBytes: desc("recording_bytes_total",
 			"Bytes written to session recordings."),
 		recordingErrors: desc("recording_errors_total",
@@ -104,7 +107,7 @@ func (c *collector) descs() []*prometheus.Desc {
 		c.inRequests, c.inQueries, c.buffered, c.busy, c.limited,
 		c.redirected, c.refused, c.dnsRedirected, c.dnsRestore,
 		c.tuplesRecorded, c.tuplesDeleted, c.tupleFailures, c.otherCounters,
-		c.kernel, c.sessions, c.approvalsPending, c.approvalsDecided,
+		c.kernel, c.sessions, c.approvalsPending, c.approvalsDecided, c.approvalRunsResumed,
 		c.recordingBytes, c.recordingErrors, c.dnsAnswers, c.dnsAddresses,
 	}
 }
@@ -177,6 +180,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		for decision, n := range c.src.Approvals.DecidedApprovals() {
 			counter(c.approvalsDecided, float64(n), decision)
 		}
+		counter(c.approvalRunsResumed, float64(c.src.Approvals.ResumedRuns()))
 	}
 	if c.src.Recording != nil {
 		counter(c.recordingBytes, float64(c.src.Recording.RecordedBytes()))

@@ -45,11 +45,14 @@ type SessionSource interface {
 }
 
 // ApprovalSource reports the approval stage's figures: statements held for
-// a reviewer now, and approval requests decided since start by outcome
-// ("approved", "denied", "expired", ...).
+// a reviewer now, approval requests decided since start by outcome
+// ("approved", "denied", "expired", ...), and approved runs this gateway
+// took over since start from an instance that died (or whose lease passed)
+// while running them.
 type ApprovalSource interface {
 	PendingApprovals() int
 	DecidedApprovals() map[string]uint64
+	ResumedRuns() uint64
 }
 
 // RecordingSource reports the recorder's figures since start: bytes written

@@ -160,10 +160,12 @@ func (s sessionsNow) ActiveSessions() int { return int(s) }
 type approvalsNow struct {
 	pending int
 	decided map[string]uint64
+	resumed uint64
 }
 
 func (a approvalsNow) PendingApprovals() int               { return a.pending }
 func (a approvalsNow) DecidedApprovals() map[string]uint64 { return a.decided }
+func (a approvalsNow) ResumedRuns() uint64                 { return a.resumed }
 
 type recordingNow struct{ bytes, errors uint64 }
 
@@ -195,7 +197,7 @@ func TestCollector(t *testing.T) {
 		Redirect:  func() *redirect.Redirect { return nil },
 		Kernel:    kernel,
 		Sessions:  sessionsNow(3),
-		Approvals: approvalsNow{pending: 2, decided: map[string]uint64{"approved": 5, "denied": 1}},
+		Approvals: approvalsNow{pending: 2, decided: map[string]uint64{"approved": 5, "denied": 1}, resumed: 3},
 		Recording: recordingNow{bytes: 4096, errors: 1},
 		DNS:       dnsNow{answers: 7, addresses: 2},
 	}})
@@ -257,6 +259,9 @@ snowgate_approvals_pending 2
 # TYPE snowgate_approvals_decided_total counter
 snowgate_approvals_decided_total{decision="approved"} 5
 snowgate_approvals_decided_total{decision="denied"} 1
+# HELP snowgate_approval_runs_resumed_total Approved statements whose run this gateway took over from a gateway instance that died (or whose lease passed) before the run's reply; each was sent again with the driver's requestId.
+# TYPE snowgate_approval_runs_resumed_total counter
+snowgate_approval_runs_resumed_total 3
 # HELP snowgate_recording_bytes_total Bytes written to session recordings.
 # TYPE snowgate_recording_bytes_total counter
 snowgate_recording_bytes_total 4096
@@ -275,7 +280,7 @@ snowgate_dns_learned_addresses 2
 		"snowgate_requests_in_progress", "snowgate_queries_in_progress", "snowgate_buffered_body_bytes",
 		"snowgate_workloads_in_progress", "snowgate_limit_refusals_total",
 		"snowgate_redirect_installed", "snowgate_kernel_feature_info", "snowgate_sessions_active",
-		"snowgate_approvals_pending", "snowgate_approvals_decided_total", "snowgate_recording_bytes_total",
+		"snowgate_approvals_pending", "snowgate_approvals_decided_total", "snowgate_approval_runs_resumed_total", "snowgate_recording_bytes_total",
 		"snowgate_recording_errors_total", "snowgate_dns_learned_answers_total", "snowgate_dns_learned_addresses",
 	}
 	if err := testutil.GatherAndCompare(m.Gatherer(), strings.NewReader(want), names...); err != nil {
