@@ -159,6 +159,7 @@ func runDaemon(ctx context.Context, o runOptions) error {
 		{"metrics", d.wireMetrics},
 		{"limits", d.wireLimits},
 		{"chunks", d.wireChunks},
+		{"profiling", d.wireProfiling},
 	} {
 		if err := stage.wire(ctx); err != nil {
 			return fmt.Errorf("%s: %w", stage.name, err)
