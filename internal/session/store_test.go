@@ -1,6 +1,7 @@
 package session
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"os"
@@ -237,6 +238,105 @@ func TestSaveLoad(t *testing.T) {
 	}
 	if n, err := NewStore(Options{}).LoadFile(filepath.Join(t.TempDir(), "missing.json"), decode); err != nil || n != 0 {
 		t.Fatalf("missing file: %d %v", n, err)
+	}
+}
+
+// TestSaveFileReencodesOnlyChanges: a save encodes a session's Data once
+// and re-encodes its entry only when its tokens, handles or (by more than
+// savedUseSlack) last use changed; the file always says what a fresh
+// encoding would.
+func TestSaveFileReencodesOnlyChanges(t *testing.T) {
+	c := &clock{t: time.Unix(1_800_000_000, 0)}
+	file := filepath.Join(t.TempDir(), "sessions.json")
+	st := NewStore(Options{IdleTimeout: time.Hour, Now: c.now})
+	b := Binding{CgroupID: 9, UID: 1000}
+	var encoded atomic.Int64
+	encode := func(d any) (json.RawMessage, error) { encoded.Add(1); return json.Marshal(d) }
+	var sessions []*Session
+	var handles []string
+	for i := range 3 {
+		s, sh, _, err := st.Create(b, Tokens{Session: upstream.NewSecret("real-s" + string(rune('a'+i)))}, "data")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sessions, handles = append(sessions, s), append(handles, sh)
+	}
+	load := func() savedFile {
+		t.Helper()
+		if err := st.SaveFile(file, encode); err != nil {
+			t.Fatal(err)
+		}
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var f savedFile
+		if err := json.Unmarshal(raw, &f); err != nil {
+			t.Fatalf("state file is not JSON: %v\n%s", err, raw)
+		}
+		return f
+	}
+	entry := func(f savedFile, id string) savedSession {
+		t.Helper()
+		for _, s := range f.Sessions {
+			if s.ID == id {
+				return s
+			}
+		}
+		t.Fatalf("session %s not in the file", id)
+		return savedSession{}
+	}
+	first := load()
+	if len(first.Sessions) != 3 || first.Version != savedFileVersion || encoded.Load() != 3 {
+		t.Fatalf("%d sessions (version %d), %d encodings; want 3, %d, 3", len(first.Sessions), first.Version, encoded.Load(), savedFileVersion)
+	}
+	steps := []struct {
+		name  string
+		do    func()
+		check func(savedSession) bool
+	}{
+		{"nothing changed", func() {}, func(e savedSession) bool { return e.Session == "real-sa" }},
+		{"tokens renewed", func() { sessions[0].SetTokens(Tokens{Session: upstream.NewSecret("renewed")}) },
+			func(e savedSession) bool { return e.Session == "renewed" }},
+		{"handles replaced", func() {
+			sh, _, err := st.Rehandle(sessions[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			handles[0] = sh
+		}, func(e savedSession) bool { return e.SessionHash == hex.EncodeToString(sessions[0].sHash[:]) }},
+		{"used within the slack", func() {
+			c.add(savedUseSlack / 2)
+			if _, err := st.Lookup(handles[1], KindSession, b); err != nil {
+				t.Fatal(err)
+			}
+		}, func(e savedSession) bool { return e.LastUsed.Equal(c.now().Add(-savedUseSlack / 2)) }},
+		{"used past the slack", func() {
+			c.add(2 * savedUseSlack)
+			if _, err := st.Lookup(handles[0], KindSession, b); err != nil {
+				t.Fatal(err)
+			}
+		}, func(e savedSession) bool { return e.LastUsed.Equal(c.now()) }},
+		{"ended", func() { st.End(sessions[2]) }, nil},
+	}
+	for _, step := range steps {
+		step.do()
+		f := load()
+		if encoded.Load() != 3 {
+			t.Fatalf("%s: Data encoded %d times, want once per session", step.name, encoded.Load())
+		}
+		if step.check == nil {
+			if len(f.Sessions) != 2 {
+				t.Fatalf("%s: %d sessions in the file", step.name, len(f.Sessions))
+			}
+			continue
+		}
+		if e := entry(f, sessions[0].ID); !step.check(e) {
+			t.Fatalf("%s: entry %+v", step.name, e)
+		}
+		if e := entry(f, sessions[1].ID); string(e.Data) != `"data"` {
+			t.Fatalf("%s: data %s", step.name, e.Data)
+		}
 	}
 }
 
