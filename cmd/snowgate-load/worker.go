@@ -353,7 +353,20 @@ func sessionOnce(spec workerSpec, n int, rec *recorder, rng *rand.Rand, seqp *in
 			err = runOp(octx, conn, op, spec, n, seq, rec)
 		}
 		d := time.Since(t0)
-		ocancel()
+		if op == opLarge {
+			// gosnowflake 1.19.1 panics ("send on closed channel",
+			// chunk_downloader.go:366) when a query's context is cancelled
+			// after its last row was read but before the goroutine that
+			// downloaded the last chunk has finished: that goroutine then
+			// reports the cancellation on a channel the reader closed at
+			// the end of the rows. On a saturated machine the goroutine can
+			// lag behind the reader by seconds (the 12-minute run lost a
+			// workload to it), so the context of a multi-chunk query
+			// outlives the query by a grace period instead.
+			time.AfterFunc(chunkDownloaderGrace, ocancel)
+		} else {
+			ocancel()
+		}
 		if err != nil && cutByEnd && !time.Now().Before(spec.EndAt) {
 			// In flight when the run ended and still at its end. Cut,
 			// not failed, if it started within the drain before the end
@@ -393,6 +406,10 @@ func sessionOnce(spec workerSpec, n int, rec *recorder, rng *rand.Rand, seqp *in
 	}
 	return relogin
 }
+
+// chunkDownloaderGrace is how long a multi-chunk query's context stays
+// uncancelled after its rows were read (see the gosnowflake panic above).
+const chunkDownloaderGrace = time.Minute
 
 // runOp runs one operation of the mix.
 func runOp(ctx context.Context, conn *sql.Conn, op string, spec workerSpec, session, seq int, rec *recorder) error {
