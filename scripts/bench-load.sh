@@ -19,7 +19,9 @@
 # recording.results: full, none or first_rows; default full). The full report
 # goes to bench-out/load.json; with SNOWGATE_LOAD_GCTRACE=FILE the daemon runs
 # with GODEBUG=gctrace=1 and its garbage collector's lines (live heap per
-# collection) are appended to FILE.
+# collection) are appended to FILE; with SNOWGATE_LOAD_HEAPPROFILES=DIR the
+# daemon's heap profile is saved to DIR every 2 minutes (heap-<min>m.pb.gz;
+# compare two with `go tool pprof -base DIR/heap-02m.pb.gz DIR/heap-12m.pb.gz`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=bench-out

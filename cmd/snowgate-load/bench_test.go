@@ -43,6 +43,9 @@ func BenchmarkLoad(b *testing.B) {
 	s := newStack(b)
 	d := s.startDaemon(b)
 	args = append(append(args, s.directLoadArgs()...), "--gateway-pid", strconv.Itoa(d.cmd.Process.Pid))
+	if dir := os.Getenv(heapProfileEnv); dir != "" {
+		defer s.heapProfiles(b, dir)()
+	}
 	for b.Loop() {
 		l := s.startLoad(b, args...)
 		rep := l.wait(b, 2*duration+15*time.Minute)

@@ -264,6 +264,7 @@ approvals:
   reviewers: {token_file: {reviewers}}
 admin:
   listen: {admin}
+  profiling: true
 `)
 	s.cfgFile = filepath.Join(s.dir, "snowgate.yaml")
 	if err := os.WriteFile(s.cfgFile, []byte(cfg), 0o600); err != nil {
@@ -294,6 +295,53 @@ type daemonProc struct {
 }
 
 // startDaemon starts `snowgate run` and waits until it reports healthy.
+// heapProfileEnv names a directory: BenchmarkLoad then saves the daemon's
+// heap profile (after a collection) there every heapProfileEvery, as
+// heap-<minutes>m.pb.gz, to compare with `go tool pprof -base`.
+const heapProfileEnv = "SNOWGATE_LOAD_HEAPPROFILES"
+
+// heapProfileEvery spaces the heap profiles.
+const heapProfileEvery = 2 * time.Minute
+
+// heapProfiles saves the daemon's heap profile to dir every
+// heapProfileEvery until the returned stop is called.
+func (s *stack) heapProfiles(t testing.TB, dir string) (stop func()) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(heapProfileEvery)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			resp, err := s.client.Get("http://" + stackAdmin + "/debug/pprof/heap?gc=1")
+			if err != nil {
+				t.Logf("heap profile: %v", err)
+				continue
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != http.StatusOK {
+				t.Logf("heap profile: %d %v", resp.StatusCode, err)
+				continue
+			}
+			name := filepath.Join(dir, fmt.Sprintf("heap-%02.0fm.pb.gz", time.Since(start).Minutes()))
+			if err := os.WriteFile(name, b, 0o644); err != nil {
+				t.Logf("heap profile: %v", err)
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
 func (s *stack) startDaemon(t testing.TB) *daemonProc {
 	t.Helper()
 	d, err := s.tryStartDaemon(t)
