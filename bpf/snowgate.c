@@ -12,7 +12,8 @@
  *   recvmsg4/6     DNS replies appear to come from the resolver that was asked.
  *   getpeername4/6 the agent sees the original peer.
  *   sockops        client (address, port) -> origin, for the gateway's look-up
- *                  and getpeername; removed when the socket reaches TCP_CLOSE.
+ *                  and getpeername, in a slot of sg_conns (sg_tuples when the
+ *                  slot is taken); removed when the socket reaches TCP_CLOSE.
  *   sock_create    raw sockets and IP protocols other than TCP, UDP and ICMP
  *                  (ping sockets) refused.
  *   egress         backstop: drops what escaped the above.
@@ -21,7 +22,8 @@
  * gateway is excluded by cgroup id, never by mark, uid or pid.
  *
  * Tuple-record failure (documented choice): sockops cannot refuse a connect.
- * When the tuple map update fails, sockops gives the socket storage marked
+ * When the tuple cannot be recorded (its sg_conns slot taken and the
+ * sg_tuples update failing), sockops gives the socket storage marked
  * SG_F_UNRECORDED and the egress backstop drops every packet of that socket, so
  * the SYN never leaves and the connect fails closed. The gateway independently
  * refuses any peer it finds no tuple for.
@@ -128,7 +130,24 @@ struct {
 } sg_handoff SEC(".maps");
 
 /* Client (address, port) -> origin, read by the gateway on accept and by
- * getpeername (with the socket cookie checked). */
+ * getpeername (with the socket cookie checked), in two parts. sg_conns, an
+ * array of slots indexed by a hash of the tuple (conn_slot), written in place
+ * and claimed with a compare-and-swap of the cookie: recording and removing a
+ * connection there takes no lock and allocates nothing (a hash-map insert and
+ * delete cost ≈ 0.5 µs per connect here). A connection whose slot holds
+ * another live connection (two client addresses whose tuples share a slot),
+ * and every connection the previous program generations recorded, is in
+ * sg_tuples, the LRU hash keyed by the tuple. Readers look at the slot first:
+ * it is a tuple's record when its key is the tuple and its cookie is a
+ * socket's; otherwise the tuple's record, if any, is in sg_tuples. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SG_CONN_SLOTS);
+	__type(key, __u32);
+	__type(value, struct sg_conn);
+} sg_conns SEC(".maps");
+
+/* Client (address, port) -> origin when its sg_conns slot was taken. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
@@ -416,6 +435,74 @@ static __always_inline int handoff_take(__u64 cookie, struct sg_origin *out)
 	return 1;
 }
 
+/* The sg_conns slot of a tuple (internal/redirect computes the same). The
+ * port in host order keeps the consecutive ports of one client address in
+ * neighbouring slots. */
+static __always_inline __u32 conn_slot(const struct sg_tuple_key *k)
+{
+	__u32 f = k->addr[0] ^ k->addr[1] ^ k->addr[2] ^ k->addr[3];
+
+	return (f ^ (f >> 16) ^ bpf_ntohs(k->port)) & (SG_CONN_SLOTS - 1);
+}
+
+static __always_inline int tuple_eq(const struct sg_tuple_key *a, const struct sg_tuple_key *b)
+{
+	return a->port == b->port && a->addr[0] == b->addr[0] && a->addr[1] == b->addr[1] &&
+	       a->addr[2] == b->addr[2] && a->addr[3] == b->addr[3];
+}
+
+/* The slot of k when it holds a complete record of k. */
+static __always_inline struct sg_conn *conn_of(const struct sg_tuple_key *k)
+{
+	__u32 i = conn_slot(k);
+	struct sg_conn *c = bpf_map_lookup_elem(&sg_conns, &i);
+
+	if (!c)
+		return 0;
+	__u64 owner = c->o.cookie;
+	if (owner == 0 || owner == SG_SLOT_BUSY || !tuple_eq(&c->key, k))
+		return 0;
+	return c;
+}
+
+/* Record rec (rec->cookie set) under k in its sg_conns slot when the slot is
+ * free: claim it (0 -> busy), write it, publish the cookie. Returns 0 when
+ * the slot is taken, and the record belongs in sg_tuples. */
+static __always_inline int conn_put(const struct sg_tuple_key *k, const struct sg_origin *rec)
+{
+	__u32 i = conn_slot(k);
+	struct sg_conn *c = bpf_map_lookup_elem(&sg_conns, &i);
+
+	if (!c)
+		return 0;
+	if (__sync_val_compare_and_swap(&c->o.cookie, 0, SG_SLOT_BUSY) != 0)
+		return 0;
+	struct sg_origin tmp = *rec;
+	tmp.cookie = SG_SLOT_BUSY;
+	c->key = *k;
+	c->_pad = 0;
+	c->o = tmp;
+	/* Publish: the record is complete before the cookie says whose it is. */
+	barrier();
+	__sync_lock_test_and_set(&c->o.cookie, rec->cookie);
+	return 1;
+}
+
+/* Wipe the slot c of the socket with this cookie and free it. The flags go
+ * first, so a reader never takes a half-wiped slot for a record. */
+static __always_inline void conn_wipe(struct sg_conn *c)
+{
+	struct sg_origin zero = {};
+
+	c->o.flags = 0;
+	barrier();
+	zero.cookie = SG_SLOT_BUSY;
+	c->o = zero;
+	__builtin_memset(&c->key, 0, sizeof(c->key));
+	barrier();
+	__sync_lock_test_and_set(&c->o.cookie, 0);
+}
+
 /* Record the original destination: TCP handed to sockops through sg_handoff
  * (no hash insert on the connect path), UDP (DNS) in socket storage, which
  * recvmsg reads for every reply and which is freed with the socket. Returns 0
@@ -678,10 +765,14 @@ static __always_inline struct sg_origin *origin_of(struct bpf_sock_addr *ctx, st
 			k.addr[3] = a3;
 		}
 		k.port = bpf_htons((__u16)lport);
+		__u64 cookie = bpf_get_socket_cookie(ctx);
+		struct sg_conn *c = conn_of(&k);
+		if (c && (proto == SG_IPPROTO_MPTCP || c->o.cookie == cookie))
+			return &c->o;
 		o = bpf_map_lookup_elem(&sg_tuples, &k);
 		if (o && proto == SG_IPPROTO_MPTCP)
 			return o;
-		if (o && o->cookie == bpf_get_socket_cookie(ctx))
+		if (o && o->cookie == cookie)
 			return o;
 	}
 	return bpf_sk_storage_get(&sg_origins, sk, 0, 0);
@@ -947,16 +1038,19 @@ static __always_inline void sops_connect(struct bpf_sock_ops *skops)
 	rec.flags &= ~SG_F_NOSOCK;
 	if (r == 1)
 		rec.flags |= SG_F_NOSOCK;
-	if (bpf_map_update_elem(&sg_tuples, &k, &rec, BPF_ANY) != 0)
-		sops_unrecorded(skops, &rec);
-	else
+	/* Its sg_conns slot, or sg_tuples when the slot holds another
+	 * connection. */
+	if (conn_put(&k, &rec) || bpf_map_update_elem(&sg_tuples, &k, &rec, BPF_ANY) == 0)
 		count(SG_TUPLE_RECORDED);
+	else
+		sops_unrecorded(skops, &rec);
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 }
 
-/* TCP_CLOSE of a redirected socket: remove its tuple, and its sg_socks record
- * unless the tuple record says there is none (SG_F_NOSOCK: handed over
- * through a slot). The key is derived from the socket alone. */
+/* TCP_CLOSE of a redirected socket: wipe its sg_conns slot or remove its
+ * sg_tuples record, and its sg_socks record unless the tuple record says
+ * there is none (SG_F_NOSOCK: handed over through a slot). The key is derived
+ * from the socket alone. */
 static __always_inline void sops_close(struct bpf_sock_ops *skops)
 {
 	struct sops_view v;
@@ -965,6 +1059,15 @@ static __always_inline void sops_close(struct bpf_sock_ops *skops)
 
 	sops_read(skops, &v);
 	tuple_key(&v, sops_v4(&v), &k);
+	struct sg_conn *c = conn_of(&k);
+	if (c && c->o.cookie == cookie) {
+		__u8 slot_nosock = c->o.flags & SG_F_NOSOCK;
+		conn_wipe(c);
+		count(SG_TUPLE_DELETED);
+		if (!slot_nosock)
+			bpf_map_delete_elem(&sg_socks, &cookie);
+		return;
+	}
 	struct sg_origin *rec = bpf_map_lookup_elem(&sg_tuples, &k);
 	/* The cookie check keeps a late close from deleting the record of a
 	 * newer socket that reuses the same local port. */

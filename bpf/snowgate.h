@@ -80,6 +80,18 @@ struct sg_tuple_key {
 	__u16 _pad;
 };
 
+/* A slot of sg_conns: the tuple record of one redirected TCP connection,
+ * written in place. o.cookie says whose it is: 0 free, SG_SLOT_BUSY being
+ * written or wiped, else the socket cookie (the slot is complete). */
+struct sg_conn {
+	struct sg_tuple_key key; /* the client's address and port */
+	__u32 _pad;
+	struct sg_origin o;
+};
+
+/* Slots of sg_conns: one per (client address, port) hash, a power of two. */
+#define SG_CONN_SLOTS 65536
+
 /* A refusal, sent through the ring buffer. Routine redirects never produce
  * events (a wakeup per connect costs more than the redirect itself). */
 struct sg_event {

@@ -13,6 +13,7 @@ package redirect_test
 // socket's cgroup is the one its creator was in.
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -493,7 +494,8 @@ type result struct {
 
 // BenchmarkLookup is the gateway's per-connection cost of learning the
 // original destination (Redirect.Lookup, a hit), next to a bare lookup of the
-// same pinned map with raw bytes (the bpf(2) call alone) as the baseline.
+// same pinned map with raw bytes (the bpf(2) call alone) as the baseline: the
+// connection's sg_conns slot, where the programs record it.
 func BenchmarkLookup(b *testing.B) {
 	testenv.RequireRoot(b)
 	home, err := testenv.CgroupOfPID(0)
@@ -550,17 +552,13 @@ func BenchmarkLookup(b *testing.B) {
 		}
 	})
 	b.Run("raw-bytes", func(b *testing.B) {
-		m, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, "sg_tuples"), nil)
+		m, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, "sg_conns"), nil)
 		if err != nil {
-			b.Skipf("pinned tuple map not found under its current name: %v", err)
+			b.Skipf("pinned slot map not found under its current name: %v", err)
 		}
 		defer m.Close()
-		// The key as the map holds it: 16 address bytes (v4-mapped), the
-		// port in network order, zero padding.
 		key := make([]byte, m.KeySize())
-		a := peer.Addr().As16()
-		copy(key, a[:])
-		key[16], key[17] = byte(peer.Port()>>8), byte(peer.Port())
+		binary.NativeEndian.PutUint32(key, redirect.ConnSlot(peer))
 		val := make([]byte, m.ValueSize())
 		for range b.N {
 			if err := m.Lookup(key, val); err != nil {

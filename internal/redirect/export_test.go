@@ -60,3 +60,9 @@ func NewTestPinDir(tb testing.TB) string {
 	})
 	return p
 }
+
+// ConnSlot is the sg_conns slot (the key of that array map) where the
+// programs record a connection from peer when the slot is free.
+func ConnSlot(peer netip.AddrPort) uint32 {
+	return connSlot(snowgateSgTupleKey{Addr: ip6Words(peer.Addr().WithZone("")), Port: htons(peer.Port())})
+}

@@ -10,4 +10,4 @@ package redirect
 // depend on the build host's multiarch headers. -mcpu=v3 for the atomic
 // exchange and compare-and-swap of the connect4-to-sockops handoff slots
 // (Linux 5.12).
-//go:generate go tool bpf2go -target bpfel -type sg_event -type sg_origin -type sg_tuple_key -type sg_netns_target -type sg_reason -type sg_hook -type sg_addr -type sg_learned snowgate ../../bpf/snowgate.c -- -O2 -mcpu=v3 -g -Wall -Werror -I../../bpf/include
+//go:generate go tool bpf2go -target bpfel -type sg_event -type sg_origin -type sg_tuple_key -type sg_netns_target -type sg_reason -type sg_hook -type sg_addr -type sg_learned -type sg_conn snowgate ../../bpf/snowgate.c -- -O2 -mcpu=v3 -g -Wall -Werror -I../../bpf/include

@@ -15,8 +15,7 @@ import (
 
 // Layout of the handoff from connect4/6 to sockops (bpf/snowgate.c).
 const (
-	handoffSlots = 8          // SG_HANDOFF_SLOTS
-	slotBusy     = ^uint64(0) // SG_SLOT_BUSY
+	handoffSlots = 8 // SG_HANDOFF_SLOTS
 	// strangerCookie tags the records the test leaves in the slots: far
 	// above any cookie the kernel hands out during a test run.
 	strangerCookie = uint64(1) << 62

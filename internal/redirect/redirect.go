@@ -23,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -102,7 +103,12 @@ type Origin struct {
 // Redirect is a handle on an installed redirect: its pinned maps and, after
 // Install, its links. Close releases the handle; the redirect stays.
 type Redirect struct {
-	pinDir   string
+	pinDir string
+	// conns is sg_conns; nil while the pinned redirect predates it (a
+	// handle opened before an upgrade: conn looks for it again).
+	connsMu  sync.Mutex
+	conns    *ebpf.Map
+	closed   bool
 	tuples   *ebpf.Map
 	counters *ebpf.Map
 	events   *ebpf.Map
@@ -150,6 +156,7 @@ var pinnedMaps = []string{
 	snowgateMapSgSocks,
 	snowgateMapSgHandoff,
 	snowgateMapSgTuples,
+	snowgateMapSgConns,
 	snowgateMapSgCounters,
 	snowgateMapSgEvents,
 	snowgateMapSgNetns,
@@ -422,6 +429,7 @@ func Install(cfg Config) (*Redirect, error) {
 
 	r := &Redirect{
 		pinDir:   cfg.PinDir,
+		conns:    objs.SgConns,
 		tuples:   objs.SgTuples,
 		counters: objs.SgCounters,
 		events:   objs.SgEvents,
@@ -537,6 +545,15 @@ func Open(pinDir string) (*Redirect, error) {
 		}
 		*m.dst = mp
 	}
+	// sg_conns came with a later program generation than the other maps:
+	// without it, every record is in sg_tuples (connsMap opens it once an
+	// upgrade has created it).
+	mp, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, snowgateMapSgConns), nil)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		r.Close()
+		return nil, fmt.Errorf("open redirect: map %s: %w", snowgateMapSgConns, err)
+	}
+	r.conns = mp
 	return r, nil
 }
 
@@ -556,7 +573,11 @@ func (r *Redirect) Lookup(peer netip.AddrPort) (Origin, error) {
 		Port: htons(peer.Port()),
 	}
 	var v snowgateSgOrigin
-	if err := r.tuples.Lookup(&key, &v); err != nil {
+	if c, ok, err := r.conn(key); err != nil {
+		return Origin{}, fmt.Errorf("look up %v: %w", peer, err)
+	} else if ok {
+		v = c.O
+	} else if err := r.tuples.Lookup(&key, &v); err != nil {
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return Origin{}, fmt.Errorf("look up %v: %w", peer, ErrNotRedirected)
 		}
@@ -572,6 +593,72 @@ func (r *Redirect) Lookup(peer netip.AddrPort) (Origin, error) {
 		UID:      v.Uid,
 	}, nil
 }
+
+// slotBusy is the cookie of an sg_conns slot being written or wiped
+// (SG_SLOT_BUSY).
+const slotBusy = ^uint64(0)
+
+// connSlot is the sg_conns slot of a tuple: conn_slot in bpf/snowgate.c.
+func connSlot(k snowgateSgTupleKey) uint32 {
+	f := k.Addr[0] ^ k.Addr[1] ^ k.Addr[2] ^ k.Addr[3]
+	return (f ^ f>>16 ^ uint32(ntohs(k.Port))) & (connSlots - 1)
+}
+
+// connSlots is SG_CONN_SLOTS (bpf/snowgate.h).
+const connSlots = 65536
+
+// liveConn reports whether slot c holds a complete record of a connection.
+func liveConn(c *snowgateSgConn) bool {
+	return c.O.Cookie != 0 && c.O.Cookie != slotBusy && c.O.Flags&flagRedirected != 0
+}
+
+// connsMap is sg_conns, opened from the pin directory if a program upgrade
+// created it after this handle was opened; nil while there is none.
+func (r *Redirect) connsMap() *ebpf.Map {
+	r.connsMu.Lock()
+	defer r.connsMu.Unlock()
+	if r.conns == nil && r.pinDir != "" && !r.closed {
+		if m, err := ebpf.LoadPinnedMap(filepath.Join(r.pinDir, snowgateMapSgConns), nil); err == nil {
+			r.conns = m
+		}
+	}
+	return r.conns
+}
+
+// conn reads the sg_conns slot of key: ok when it holds key's record.
+func (r *Redirect) conn(key snowgateSgTupleKey) (snowgateSgConn, bool, error) {
+	var c snowgateSgConn
+	m := r.connsMap()
+	if m == nil {
+		return c, false, nil
+	}
+	slot := connSlot(key)
+	// A slot is copied out without a lock while a program may be claiming
+	// it for a new socket (the connection looked up closed meanwhile): a
+	// copy taken during that write could mix two records. Two copies that
+	// agree were not torn; ones that keep differing count as no record
+	// (the look-up then falls back to sg_tuples, and without a record
+	// there the connection is refused).
+	var again snowgateSgConn
+	for range connReads {
+		if err := m.Lookup(&slot, &c); err != nil {
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				return c, false, nil
+			}
+			return c, false, fmt.Errorf("read slot: %w", err)
+		}
+		if err := m.Lookup(&slot, &again); err != nil {
+			return c, false, fmt.Errorf("read slot: %w", err)
+		}
+		if c == again {
+			return c, liveConn(&c) && c.Key == key, nil
+		}
+	}
+	return c, false, nil
+}
+
+// connReads bounds the attempts at two agreeing copies of a slot.
+const connReads = 3
 
 // SetNetnsTarget sends clients in the network namespace with the given cookie
 // to proxy (TCP) and dns (DNS; invalid = DNS refused there) instead of
@@ -611,7 +698,10 @@ func (r *Redirect) Close() error {
 		errs = append(errs, l.Close())
 	}
 	r.links = nil
-	for _, m := range []**ebpf.Map{&r.tuples, &r.counters, &r.events, &r.netns, &r.origins} {
+	r.connsMu.Lock()
+	defer r.connsMu.Unlock()
+	r.closed = true
+	for _, m := range []**ebpf.Map{&r.conns, &r.tuples, &r.counters, &r.events, &r.netns, &r.origins} {
 		if *m != nil {
 			errs = append(errs, (*m).Close())
 			*m = nil
@@ -692,16 +782,8 @@ type Connection struct {
 // connections through the redirect, including ones the gateway has not
 // accepted yet).
 func (r *Redirect) Connections() ([]Connection, error) {
-	var (
-		key  snowgateSgTupleKey
-		val  snowgateSgOrigin
-		out  []Connection
-		iter = r.tuples.Iterate()
-	)
-	for iter.Next(&key, &val) {
-		if val.Flags&flagRedirected == 0 {
-			continue
-		}
+	var out []Connection
+	add := func(key snowgateSgTupleKey, val *snowgateSgOrigin) {
 		out = append(out, Connection{
 			Peer: netip.AddrPortFrom(wordsAddr(key.Addr, val.Flags&flagV4 != 0), ntohs(key.Port)),
 			Origin: Origin{
@@ -711,6 +793,38 @@ func (r *Redirect) Connections() ([]Connection, error) {
 				UID:      val.Uid,
 			},
 		})
+	}
+	if conns := r.connsMap(); conns != nil {
+		// The slots in batches: an array is never short of keys, and one
+		// system call per slot would take a second.
+		var cursor ebpf.MapBatchCursor
+		keys := make([]uint32, 4096)
+		vals := make([]snowgateSgConn, len(keys))
+		for {
+			n, err := conns.BatchLookup(&cursor, keys, vals, nil)
+			for i := range vals[:n] {
+				if liveConn(&vals[i]) {
+					add(vals[i].Key, &vals[i].O)
+				}
+			}
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("list connections: %w", err)
+			}
+		}
+	}
+	var (
+		key  snowgateSgTupleKey
+		val  snowgateSgOrigin
+		iter = r.tuples.Iterate()
+	)
+	for iter.Next(&key, &val) {
+		if val.Flags&flagRedirected == 0 {
+			continue
+		}
+		add(key, &val)
 	}
 	if err := iter.Err(); err != nil {
 		return nil, fmt.Errorf("list connections: %w", err)

@@ -18,6 +18,13 @@ type snowgateSgAddr struct {
 	Addr [4]uint32
 }
 
+type snowgateSgConn struct {
+	_   structs.HostLayout
+	Key snowgateSgTupleKey
+	Pad uint32
+	O   snowgateSgOrigin
+}
+
 type snowgateSgEvent struct {
 	_        structs.HostLayout
 	CgroupId uint64
@@ -105,6 +112,7 @@ type snowgateSgTupleKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	snowgateMapSgConns          = "sg_conns"
 	snowgateMapSgCounters       = "sg_counters"
 	snowgateMapSgEvents         = "sg_events"
 	snowgateMapSgHandoff        = "sg_handoff"
@@ -204,6 +212,7 @@ type snowgateProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type snowgateMapSpecs struct {
+	SgConns          *ebpf.MapSpec `ebpf:"sg_conns"`
 	SgCounters       *ebpf.MapSpec `ebpf:"sg_counters"`
 	SgEvents         *ebpf.MapSpec `ebpf:"sg_events"`
 	SgHandoff        *ebpf.MapSpec `ebpf:"sg_handoff"`
@@ -259,6 +268,7 @@ func (o *snowgateObjects) Close() error {
 //
 // It can be passed to loadSnowgateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type snowgateMaps struct {
+	SgConns          *ebpf.Map `ebpf:"sg_conns"`
 	SgCounters       *ebpf.Map `ebpf:"sg_counters"`
 	SgEvents         *ebpf.Map `ebpf:"sg_events"`
 	SgHandoff        *ebpf.Map `ebpf:"sg_handoff"`
@@ -272,6 +282,7 @@ type snowgateMaps struct {
 
 func (m *snowgateMaps) Close() error {
 	return _SnowgateClose(
+		m.SgConns,
 		m.SgCounters,
 		m.SgEvents,
 		m.SgHandoff,

@@ -235,6 +235,8 @@ func testUnrecordedByFullMap(t *testing.T, f *redirectFixture, network, dst stri
 
 // installWithFullTupleMap loads the programs with the fixture's configuration,
 // except that sg_tuples is a plain hash of one entry, already filled, and
+// sg_conns a single slot held by a stranger (so every tuple goes to
+// sg_tuples), and
 // attaches them to the fixture's cgroup without pinning (closing the returned
 // Redirect detaches them). It returns the redirect and its sg_unrecorded map,
 // which is closed at cleanup.
@@ -258,6 +260,7 @@ func installWithFullTupleMap(t *testing.T, f *redirectFixture) (*Redirect, *ebpf
 		tuples := spec.Maps[snowgateMapSgTuples]
 		tuples.Type = ebpf.Hash
 		tuples.MaxEntries = 1
+		spec.Maps[snowgateMapSgConns].MaxEntries = 1
 		var objs snowgateObjects
 		if err := spec.LoadAndAssign(&objs, nil); err != nil {
 			return fmt.Errorf("load with a one-entry tuple map: %w", err)
@@ -265,6 +268,7 @@ func installWithFullTupleMap(t *testing.T, f *redirectFixture) (*Redirect, *ebpf
 		defer objs.snowgatePrograms.Close()
 		gate = objs.SgUnrecorded
 		r = &Redirect{
+			conns:    objs.SgConns,
 			tuples:   objs.SgTuples,
 			counters: objs.SgCounters,
 			events:   objs.SgEvents,
@@ -274,6 +278,9 @@ func installWithFullTupleMap(t *testing.T, f *redirectFixture) (*Redirect, *ebpf
 		filler := snowgateSgTupleKey{Addr: ip6Words(netip.MustParseAddr("::ffff:192.0.2.1")), Port: htons(1)}
 		if err := r.tuples.Put(&filler, &snowgateSgOrigin{}); err != nil {
 			return fmt.Errorf("fill the tuple map: %w", err)
+		}
+		if err := r.conns.Put(uint32(0), &snowgateSgConn{O: snowgateSgOrigin{Cookie: strangerCookie}}); err != nil {
+			return fmt.Errorf("take the slot: %w", err)
 		}
 		cg, err := os.Open(f.cg.Path)
 		if err != nil {
@@ -361,8 +368,9 @@ func clientSocket(t *testing.T, pid int, local string) int {
 }
 
 // markUnrecorded does what sockops does when the tuple update fails: it
-// gives the socket fd socket storage holding its record (from the tuple map,
-// under the socket's local address and port, with its cookie) with
+// gives the socket fd socket storage holding its record (from its sg_conns
+// slot or the tuple map, under the socket's local address and port, with its
+// cookie) with
 // SG_F_UNRECORDED set.
 func markUnrecorded(t *testing.T, r *Redirect, fd int) {
 	t.Helper()
@@ -377,7 +385,11 @@ func markUnrecorded(t *testing.T, r *Redirect, fd int) {
 	local := netip.MustParseAddrPort(testenv.SockaddrString(sa))
 	key := snowgateSgTupleKey{Addr: ip6Words(local.Addr().WithZone("")), Port: htons(local.Port())}
 	var o snowgateSgOrigin
-	if err := r.tuples.Lookup(&key, &o); err != nil {
+	if c, ok, err := r.conn(key); err != nil {
+		t.Fatalf("slot of the client's socket %v: %v", local, err)
+	} else if ok {
+		o = c.O
+	} else if err := r.tuples.Lookup(&key, &o); err != nil {
 		t.Fatalf("tuple record of the client's socket %v (cookie %d): %v", local, cookie, err)
 	}
 	if o.Flags&flagRedirected == 0 || o.Flags&flagUnrecorded != 0 || o.Cookie != cookie {

@@ -27,6 +27,10 @@ const (
 	// from connect4 until the close (they are now handed to sockops
 	// through sg_handoff).
 	prevSocksObject = "testdata/snowgate_socks.bpf.o"
+	// prevHandoffObject handed them from connect4 to sockops through
+	// sg_handoff and kept every tuple record in sg_tuples (they now go to
+	// an sg_conns slot).
+	prevHandoffObject = "testdata/snowgate_handoff.bpf.o"
 )
 
 // installPrevious attaches the programs of the previous generation in object
@@ -154,6 +158,7 @@ func TestUpgradeFromPreviousGeneration(t *testing.T) {
 	}{
 		{"socket storage generation", prevStorageObject},
 		{"sg_socks generation", prevSocksObject},
+		{"sg_tuples generation", prevHandoffObject},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { testUpgradeFrom(t, tc.object) })
