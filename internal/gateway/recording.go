@@ -234,30 +234,52 @@ func (r *SessionRecorder) Commit(ctx context.Context, x *Exchange) error {
 
 func (r *SessionRecorder) commit(ctx context.Context, x *Exchange) error {
 	recs := exchangeRecords(x)
+	// A logout ends the session: its records and the seal are stored
+	// together, durable with one fsync, before the reply is released.
+	logout := x.Kind == snowflake.KindLogout.String() && x.Status < 300
 	var s *liveSession
 	for attempt := 0; ; attempt++ {
 		var err error
 		if s, err = r.session(x); err != nil {
 			return err
 		}
-		err = r.appendAll(ctx, s, recs)
+		if logout {
+			err = r.appendSeal(ctx, s, recs)
+		} else {
+			err = r.appendAll(ctx, s, recs)
+		}
 		if err == nil {
 			break
 		}
-		// Sealed for idleness between the look-up and the append: the
-		// next look-up opens a continuation.
+		// Sealed (for idleness, or by the session's logout) between the
+		// look-up and the append: the next look-up opens a continuation.
 		if !errors.Is(err, recording.ErrSealed) || attempt > 0 {
 			r.mu.Lock()
 			r.failed[x] = s
 			r.mu.Unlock()
 			return err
 		}
+		r.mu.Lock()
+		if r.sessions[s.key] == s {
+			delete(r.sessions, s.key)
+		}
+		r.mu.Unlock()
 	}
 	r.mu.Lock()
 	r.committed[x] = true
 	r.mu.Unlock()
-	if x.Kind == snowflake.KindLogout.String() && x.Status < 300 {
+	if logout {
 		r.end(s, recording.SealSessionEnd)
+	}
+	return nil
+}
+
+// appendSeal appends recs to s and seals it (recording.SealSessionEnd).
+func (r *SessionRecorder) appendSeal(ctx context.Context, s *liveSession, recs []recording.Record) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.w.AppendSeal(ctx, recs, recording.SealSessionEnd); err != nil {
+		return fmt.Errorf("session %s: record and seal: %w", s.key, err)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -72,7 +73,7 @@ func (p *principalHook) Inbound(_ context.Context, c *gateway.Call, status int, 
 			Issuer:    "https://issuer.test", Subject: "repo:acme/pipelines:ref:refs/heads/main",
 			Claims: map[string]any{"repository": "acme/pipelines"}, Rule: "pipelines-main",
 			Account: testAccount, User: testUser, Role: "AGENT_RO", Warehouse: "AGENT_WH",
-			ClientApp: "Go", LoggedIn: time.Now(),
+			ClientApp: "Go", LoggedIn: time.Now(), CgroupID: c.Workload.CgroupID,
 		}
 		p.sessions = append(p.sessions, c.Principal.SessionID)
 	}
@@ -861,5 +862,55 @@ func TestRecorderStartRecovery(t *testing.T) {
 	}
 	if rep, err := recording.Verify(live, e.pub, e.id); err != nil || !rep.OK() || rep.Seal.Reason != recording.SealShutdown {
 		t.Fatalf("live recording after its recorder closed: %v %+v", err, rep)
+	}
+}
+
+// TestRecorderSetsAsideCutStarts: a gateway killed inside NewWriter leaves
+// a prefix of a recording's first two frames (header, session start) with
+// its open marker. The next recorder sets every such prefix aside
+// (.incomplete) instead of sealing a recording of no session, whatever the
+// cut: empty, inside the magic, the header, or the session-start frame.
+func TestRecorderSetsAsideCutStarts(t *testing.T) {
+	_, key, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := recording.NewWriter(t.TempDir(), recording.Meta{SessionID: "whole"}, recording.Options{SigningKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole, err := os.ReadFile(w.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cuts := []int{0, 3, len(recording.Magic), len(recording.Magic) + 5}
+	for n := 40; n < len(whole); n += 97 {
+		cuts = append(cuts, n)
+	}
+	cuts = append(cuts, len(whole)-1)
+	dir := t.TempDir()
+	for _, n := range cuts {
+		path := filepath.Join(dir, fmt.Sprintf("cut-%d%s", n, recording.FileExt))
+		if err := os.WriteFile(path, whole[:n], 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path+".open", nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec, err := gateway.NewSessionRecorder(gateway.SessionRecorderConfig{Dir: dir, Writer: recording.Options{SigningKey: key},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec.Close()
+	for _, n := range cuts {
+		path := filepath.Join(dir, fmt.Sprintf("cut-%d%s", n, recording.FileExt))
+		if _, err := os.Stat(path + ".incomplete"); err != nil {
+			t.Errorf("cut at byte %d of %d: not set aside (%v)", n, len(whole), err)
+		}
+		if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("cut at byte %d of %d: still a recording (%v)", n, len(whole), err)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -13,12 +14,18 @@ import (
 // SealRecovered is the seal reason Recover writes.
 const SealRecovered = "recovered-after-crash"
 
+// ErrNoSessionStart is returned by Recover for a recording cut before its
+// session-start segment was complete (its writer was killed while creating
+// it): no reply was ever released from it, and it is not sealed.
+var ErrNoSessionStart = errors.New("cut before its session start was durable")
+
 // Recover seals a recording its writer left unsealed (the gateway crashed or
 // was killed): it cuts a torn last frame and appends a seal signed with key,
 // reason SealRecovered. It needs no decryption identity: for an encrypted
 // recording the seal leaves the record count and head empty and binds the
 // content through the frame chain. A recording with any other problem is
-// refused: it is evidence to inspect, not to seal.
+// refused: it is evidence to inspect, not to seal; so is one cut before its
+// session start was complete (ErrNoSessionStart).
 func Recover(path string, key ed25519.PrivateKey) (Report, error) {
 	if len(key) != ed25519.PrivateKeySize {
 		return Report{}, fmt.Errorf("recover %s: an Ed25519 signing key is required", path)
@@ -39,6 +46,11 @@ func Recover(path string, key ed25519.PrivateKey) (Report, error) {
 	}
 	if !rep.Intact() || d.header == nil {
 		return rep, fmt.Errorf("recover %s: not a crashed recording: %v", path, rep.Problems)
+	}
+	if d.nextFrame < 2 {
+		// Cut inside NewWriter, before the session-start segment was
+		// complete: sealing it would make a recording of no session.
+		return rep, fmt.Errorf("recover %s: %w", path, ErrNoSessionStart)
 	}
 	info := sealInfo{
 		Version: 1, SessionID: d.header.SessionID, Reason: SealRecovered, SealedAt: time.Now().UTC(),
