@@ -155,8 +155,11 @@ func newCLIEnv(t *testing.T, encrypt bool) *cliEnv {
 			}
 			rec.Observe(x)
 		}
+		// As the gateway makes it: the chunk URL names the session, whose
+		// principal the fetch carries, and the chunk's place.
 		chunk := &gateway.Exchange{Start: time.Now(), Kind: "chunk", Workload: wl, Method: "GET", Path: "/_snowgate/chunk/c" + fmt.Sprint(i),
-			ChunkID: "c" + fmt.Sprint(i), QueryID: "q-arrow-" + fmt.Sprint(i), Status: 200, ResponseBody: arrowStream(t, 0, 3)}
+			ChunkID: "c" + fmt.Sprint(i), QueryID: "q-arrow-" + fmt.Sprint(i), Status: 200, ResponseBody: arrowStream(t, 0, 3),
+			Principal: p, Chunk: &gateway.ChunkPlace{Index: 0, Count: 1}}
 		if err := rec.Commit(ctx, chunk); err != nil {
 			t.Fatal(err)
 		}

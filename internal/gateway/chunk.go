@@ -47,7 +47,7 @@ func (h *handler) chunk(w http.ResponseWriter, r *http.Request, ep snowflake.End
 	// reply was issued to (sealed, so only the gateway could have), and
 	// the session, if still open, its principal: the chunk is recorded,
 	// counted and audited as part of that session.
-	x.Principal = h.g.sessionPrincipal(ref.Session)
+	x.Principal = h.g.sessionPrincipal(ref.Session, h.workload.CgroupID)
 	x.RequestHeader = r.Header.Clone()
 	ctx, cancel := context.WithTimeout(r.Context(), h.g.cfg.UpstreamTimeout)
 	defer cancel()

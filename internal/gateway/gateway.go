@@ -251,18 +251,24 @@ func New(cfg Config) (*Gateway, error) {
 	return g, nil
 }
 
-// isSnowflake reports whether name is one of the Snowflake domains or under
-// one.
 // sessionPrincipal is the principal of the open session id names, when
-// the credential hook keeps sessions; nil otherwise.
-func (g *Gateway) sessionPrincipal(id string) *Principal {
+// the credential hook keeps sessions and the session is bound to the
+// workload's cgroup (a chunk URL only opens for the workload it was issued
+// to, so this holds unless the session store and the URL disagree); nil
+// otherwise.
+func (g *Gateway) sessionPrincipal(id string, cgroup uint64) *Principal {
 	sp, ok := g.creds.(SessionPrincipals)
 	if !ok || id == "" {
 		return nil
 	}
-	return sp.SessionPrincipal(id)
+	if p := sp.SessionPrincipal(id); p != nil && p.CgroupID == cgroup {
+		return p
+	}
+	return nil
 }
 
+// isSnowflake reports whether name is one of the Snowflake domains or under
+// one.
 func (g *Gateway) isSnowflake(name string) bool {
 	for _, d := range g.cfg.Domains {
 		d = strings.ToLower(strings.TrimSuffix(d, "."))

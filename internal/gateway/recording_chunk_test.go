@@ -147,3 +147,40 @@ func readRecords(t *testing.T, path string) []recording.Record {
 		out = append(out, rec)
 	}
 }
+
+// principalsByID is a SessionPrincipals over a fixed set of sessions.
+type principalsByID struct {
+	ObserveOnly
+	byID map[string]*Principal
+}
+
+func (p principalsByID) SessionPrincipal(id string) *Principal { return p.byID[id] }
+
+// TestSessionPrincipalOfChunk: a chunk fetch gets the principal of the
+// session its URL names only when the credential hook keeps sessions, the
+// session is open and it is bound to the fetching workload's cgroup.
+func TestSessionPrincipalOfChunk(t *testing.T) {
+	p := &Principal{SessionID: "s1", CgroupID: 7}
+	keeps := principalsByID{byID: map[string]*Principal{"s1": p}}
+	tests := []struct {
+		name   string
+		creds  Credentials
+		id     string
+		cgroup uint64
+		want   *Principal
+	}{
+		{"open session of the workload", keeps, "s1", 7, p},
+		{"another workload's session", keeps, "s1", 8, nil},
+		{"session gone", keeps, "s2", 7, nil},
+		{"no session named", keeps, "", 7, nil},
+		{"hook without sessions", ObserveOnly{}, "s1", 7, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			g := &Gateway{creds: tc.creds}
+			if got := g.sessionPrincipal(tc.id, tc.cgroup); got != tc.want {
+				t.Fatalf("principal %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
