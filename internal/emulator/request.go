@@ -37,8 +37,9 @@ func readBody(r io.Reader, limit int64) ([]byte, error) {
 }
 
 // DecodeRequest decodes a JSON request body (plain or gzip, detected by its
-// magic bytes) into v, refusing bodies over limit bytes, trailing data and
-// anything that is not a JSON object. It never panics on hostile input.
+// magic bytes) into v, refusing bodies over limit bytes (limit ≤ 0: the
+// snowflake package's default caps), trailing data and anything that is
+// not a JSON object. It never panics on hostile input.
 func DecodeRequest(body io.Reader, limit int64, v any) error {
 	data, err := readBody(body, limit)
 	if err != nil {
