@@ -327,14 +327,7 @@ func scanRequest(sc scanner) (*Request, error) {
 	}
 	r.ID, r.State, r.DecisionReason = id, State(state), why
 	r.CreatedAt, r.ExpiresAt = time.Unix(0, created).UTC(), time.Unix(0, expires).UTC()
-	if decided.Valid {
-		t := time.Unix(0, decided.Int64).UTC()
-		r.DecidedAt = &t
-	}
-	if executed.Valid {
-		t := time.Unix(0, executed.Int64).UTC()
-		r.ExecutedAt = &t
-	}
+	r.DecidedAt, r.ExecutedAt = nanosTime(decided), nanosTime(executed)
 	if claimer.Valid && claimer.String != "" {
 		r.claimedBy = claimer.String
 		var in Instance
@@ -343,14 +336,7 @@ func scanRequest(sc scanner) (*Request, error) {
 		}
 		r.Claimer = &in
 	}
-	if lease.Valid {
-		t := time.Unix(0, lease.Int64).UTC()
-		r.LeaseUntil = &t
-	}
-	if ran.Valid {
-		t := time.Unix(0, ran.Int64).UTC()
-		r.RanAt = &t
-	}
+	r.LeaseUntil, r.RanAt = nanosTime(lease), nanosTime(ran)
 	r.RunOutcome = result
 	return &r, nil
 }
@@ -633,4 +619,13 @@ func (s *sqlStore) Finish(ctx context.Context, id, outcome string, now time.Time
 		_, err := tx.ExecContext(ctx, s.q(`UPDATE snowgate_approvals SET ran_at = ?, run_outcome = ? WHERE id = ? AND ran_at IS NULL`), now.UnixNano(), outcome, id)
 		return nil, err
 	})
+}
+
+// nanosTime is a stored Unix-nanosecond time, nil when NULL.
+func nanosTime(n sql.NullInt64) *time.Time {
+	if !n.Valid {
+		return nil
+	}
+	t := time.Unix(0, n.Int64).UTC()
+	return &t
 }
