@@ -310,10 +310,16 @@ func (o *Object) Raw(key string) (json.RawMessage, bool) {
 	return o.members[i].val.appendJSON(nil), true
 }
 
-// IsNull reports whether member key is absent or JSON null.
+// IsNull reports whether member key is absent or JSON null. It looks at
+// the member as it is, without rendering it (a parsed array or object is
+// never null).
 func (o *Object) IsNull(key string) bool {
-	raw, ok := o.Raw(key)
-	return !ok || string(raw) == "null"
+	i := o.find(key)
+	if i < 0 {
+		return true
+	}
+	v := &o.members[i].val
+	return v.obj == nil && v.arr == nil && string(v.raw) == "null"
 }
 
 // Decode unmarshals member key into v, with numbers as json.Number when v

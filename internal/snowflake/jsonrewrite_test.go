@@ -210,3 +210,25 @@ func FuzzJSONRewrite(f *testing.F) {
 		}
 	})
 }
+
+// TestIsNull: absent and JSON null members are null, whatever else is not,
+// also once a member was parsed for an edit.
+func TestIsNull(t *testing.T) {
+	o, err := ParseObject([]byte(`{"n":null,"s":"null","a":[1,null],"o":{"x":null},"z":0,"sp": null }`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.Array("a"); err != nil { // parsed: held as an Array now
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		key  string
+		want bool
+	}{
+		{"absent", true}, {"n", true}, {"sp", true}, {"s", false}, {"a", false}, {"o", false}, {"z", false},
+	} {
+		if got := o.IsNull(tc.key); got != tc.want {
+			t.Errorf("IsNull(%q) = %v, want %v", tc.key, got, tc.want)
+		}
+	}
+}

@@ -387,14 +387,19 @@ func (q *QueryResponse) InProgress() bool {
 	return q.Code == CodeQueryInProgress || q.Code == CodeAsyncInProgress
 }
 
+// chunkArray is data.chunks of the reply, nil when it has none.
+func (q *QueryResponse) chunkArray() (*Array, error) {
+	if q.Data == nil || q.Data.IsNull("chunks") {
+		return nil, nil
+	}
+	return q.Data.Array("chunks")
+}
+
 // ChunkCount is the number of data.chunks of the reply (0 when it has none
 // or they cannot be read).
 func (q *QueryResponse) ChunkCount() int {
-	if q.Data == nil || q.Data.IsNull("chunks") {
-		return 0
-	}
-	chunks, err := q.Data.Array("chunks")
-	if err != nil {
+	chunks, err := q.chunkArray()
+	if err != nil || chunks == nil {
 		return 0
 	}
 	return chunks.Len()
@@ -405,12 +410,12 @@ func (q *QueryResponse) ChunkCount() int {
 // rewritten; a reply without chunks gives 0. An error from rewrite stops the
 // walk, and the reply must then not be forwarded.
 func (q *QueryResponse) RewriteChunkURLs(rewrite func(index int, original string) (string, error)) (int, error) {
-	if q.Data == nil || q.Data.IsNull("chunks") {
-		return 0, nil
-	}
-	chunks, err := q.Data.Array("chunks")
+	chunks, err := q.chunkArray()
 	if err != nil {
 		return 0, fmt.Errorf("query reply data: %w", err)
+	}
+	if chunks == nil {
+		return 0, nil
 	}
 	n := 0
 	for i := 0; i < chunks.Len(); i++ {
