@@ -58,7 +58,7 @@ func (d *daemon) wireMetrics(ctx context.Context) error {
 		// Until the approval service counts its decisions itself, the
 		// pending ones are read from its store.
 		if s, ok := hook.(*approval.Service); ok && s != nil && src.Approvals == nil {
-			src.Approvals = pendingApprovals{st: s.Store(), svc: s}
+			src.Approvals = pendingApprovals{s}
 		}
 		if s, ok := hook.(metrics.RecordingSource); ok && src.Recording == nil {
 			src.Recording = s
@@ -101,10 +101,7 @@ func (s storeSessions) ActiveSessions() int { return s.st.Len() }
 // pendingApprovals counts the held statements in the approval store. It
 // reports no decided counts: the store holds every gateway's history, not
 // this daemon's.
-type pendingApprovals struct {
-	st  approval.Store
-	svc *approval.Service
-}
+type pendingApprovals struct{ svc *approval.Service }
 
 // pendingScan bounds one scrape's look at the store.
 const pendingScan = 10000
@@ -112,7 +109,7 @@ const pendingScan = 10000
 func (p pendingApprovals) PendingApprovals() int {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	rs, err := p.st.List(ctx, approval.Pending, pendingScan)
+	rs, err := p.svc.Store().List(ctx, approval.Pending, pendingScan)
 	if err != nil {
 		slog.Warn("metrics: list pending approvals", "err", err)
 		return 0
