@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"path/filepath"
 	"syscall"
 	"testing"
 
@@ -83,27 +82,13 @@ func TestAppendSeal(t *testing.T) {
 // records and seals.
 func TestAppendSealDiskFull(t *testing.T) {
 	testenv.RequireRoot(t)
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=256k,mode=0700"); err != nil {
-		t.Fatalf("mount tmpfs: %v", err)
-	}
-	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	dir := smallTmpfs(t)
 	k := newKeys(t)
 	w, err := NewWriter(dir, testMeta("full"), k.options(false))
 	if err != nil {
 		t.Fatal(err)
 	}
-	filler := filepath.Join(dir, "filler")
-	f, err := os.Create(filler)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := f.Write(make([]byte, 4096)); err != nil {
-			break
-		}
-	}
-	f.Close()
+	filler := fillFS(t, dir)
 	before, _ := os.ReadFile(w.Path())
 	recs := queryPair(1, 2000)
 	if err := w.AppendSeal(context.Background(), recs, SealSessionEnd); !errors.Is(err, syscall.ENOSPC) {

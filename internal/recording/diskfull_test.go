@@ -18,12 +18,7 @@ import (
 func TestDiskFull(t *testing.T) {
 	testenv.RequireRoot(t)
 	for _, encrypt := range []bool{false, true} {
-		dir := t.TempDir()
-		if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=256k,mode=0700"); err != nil {
-			t.Fatalf("mount tmpfs: %v", err)
-		}
-		t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
-
+		dir := smallTmpfs(t)
 		k := newKeys(t)
 		w, err := NewWriter(dir, testMeta("full"), k.options(encrypt))
 		if err != nil {
@@ -35,22 +30,7 @@ func TestDiskFull(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		// Fill the file system.
-		filler := filepath.Join(dir, "filler")
-		f, err := os.Create(filler)
-		if err != nil {
-			t.Fatal(err)
-		}
-		chunk := make([]byte, 4096)
-		for {
-			if _, err := f.Write(chunk); err != nil {
-				if !errors.Is(err, syscall.ENOSPC) {
-					t.Fatalf("fill: %v", err)
-				}
-				break
-			}
-		}
-		f.Close()
+		filler := fillFS(t, dir)
 		before, _ := os.ReadFile(w.Path())
 
 		// An incompressible result that cannot fit.
@@ -89,6 +69,39 @@ func TestDiskFull(t *testing.T) {
 		n := len(recs)
 		if n != 5 || recs[3].QueryID != "refused" || len(recs[3].Result.Data) != len(big) || recs[4].Kind != KindError {
 			t.Errorf("encrypt=%v: %d records after recovery", encrypt, n)
+		}
+	}
+}
+
+// smallTmpfs mounts a 256 KiB tmpfs on a fresh test directory (root only),
+// unmounted when the test ends.
+func smallTmpfs(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=256k,mode=0700"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	return dir
+}
+
+// fillFS writes a file in dir until the file system is full (ENOSPC) and
+// returns its path: removing it gives the space back.
+func fillFS(t *testing.T, dir string) string {
+	t.Helper()
+	filler := filepath.Join(dir, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 4096)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("fill: %v", err)
+			}
+			return filler
 		}
 	}
 }
