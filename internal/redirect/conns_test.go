@@ -2,14 +2,12 @@ package redirect
 
 import (
 	"errors"
-	"net"
 	"net/netip"
 	"path/filepath"
 	"slices"
 	"testing"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 
 	"github.com/snowgate/snowgate/internal/testenv"
 )
@@ -75,20 +73,9 @@ func TestConnSlot(t *testing.T) {
 				fillConns(t, conns, tc.busy)
 			}
 
-			rep := f.client.Do(t, connectAction("tcp4", dst))
-			if rep.Err != "" {
-				t.Fatalf("connect: %s", rep.Err)
-			}
-			if rep.Peer != dst {
-				t.Errorf("getpeername %s, want %s", rep.Peer, dst)
-			}
-			conn := acceptOn(t, f.gw.tcp)
+			rep, conn, peer := redirectedConnect(t, f, r, dst)
 			defer conn.Close()
-			peer := conn.RemoteAddr().(*net.TCPAddr).AddrPort()
 			want := Origin{Dst: netip.MustParseAddrPort(dst), CgroupID: f.cg.ID, PID: uint32(f.client.Pid)}
-			if o, err := r.Lookup(peer); err != nil || o != want {
-				t.Errorf("lookup %v = %+v, %v; want %+v", peer, o, err, want)
-			}
 			all, err := r.Connections()
 			if err != nil {
 				t.Fatal(err)
@@ -97,12 +84,7 @@ func TestConnSlot(t *testing.T) {
 				t.Errorf("Connections() has no %v -> %+v", peer, want)
 			}
 
-			fd := clientSocket(t, f.client.Pid, rep.Local)
-			cookie, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE)
-			unix.Close(fd)
-			if err != nil {
-				t.Fatalf("SO_COOKIE: %v", err)
-			}
+			cookie := clientCookie(t, f.client.Pid, rep.Local)
 			key := snowgateSgTupleKey{Addr: ip6Words(peer.Addr()), Port: htons(peer.Port())}
 			slot := connSlot(key)
 			var c snowgateSgConn

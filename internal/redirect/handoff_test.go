@@ -2,7 +2,6 @@ package redirect
 
 import (
 	"errors"
-	"net"
 	"net/netip"
 	"path/filepath"
 	"testing"
@@ -99,27 +98,10 @@ func TestHandoffSlotTaken(t *testing.T) {
 			defer socks.Close()
 			fillHandoff(t, handoff, tc.busy)
 
-			rep := f.client.Do(t, connectAction("tcp4", dst))
-			if rep.Err != "" {
-				t.Fatalf("connect: %s", rep.Err)
-			}
-			if rep.Peer != dst {
-				t.Errorf("getpeername %s, want %s", rep.Peer, dst)
-			}
-			conn := acceptOn(t, f.gw.tcp)
+			rep, conn, peer := redirectedConnect(t, f, r, dst)
 			defer conn.Close()
-			peer := conn.RemoteAddr().(*net.TCPAddr).AddrPort()
-			want := Origin{Dst: netip.MustParseAddrPort(dst), CgroupID: f.cg.ID, PID: uint32(f.client.Pid)}
-			if o, err := r.Lookup(peer); err != nil || o != want {
-				t.Errorf("lookup %v = %+v, %v; want %+v", peer, o, err, want)
-			}
 
-			fd := clientSocket(t, f.client.Pid, rep.Local)
-			cookie, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE)
-			unix.Close(fd)
-			if err != nil {
-				t.Fatalf("SO_COOKIE: %v", err)
-			}
+			cookie := clientCookie(t, f.client.Pid, rep.Local)
 			var (
 				moved   int
 				own     bool

@@ -5,7 +5,10 @@ package redirect
 // cgroups, namespaces and client processes).
 
 import (
+	"net"
+	"net/netip"
 	"strings"
+	"testing"
 
 	"golang.org/x/sys/unix"
 
@@ -59,3 +62,40 @@ var (
 	// closeAction closes the session's open socket.
 	closeAction = testenv.ClientAction{Op: testenv.OpClose}
 )
+
+// redirectedConnect connects f's client to dst through the redirect (the
+// client's previous connection is closed) and checks both ends: the
+// client's getpeername shows dst, and r's look-up of the peer the gateway
+// accepted finds dst with the client's cgroup and pid. It returns the
+// client's result, the accepted connection (the caller closes it) and its
+// peer.
+func redirectedConnect(t *testing.T, f *redirectFixture, r *Redirect, dst string) (testenv.ClientResult, net.Conn, netip.AddrPort) {
+	t.Helper()
+	rep := f.client.Do(t, connectAction("tcp4", dst))
+	if rep.Err != "" {
+		t.Fatalf("connect: %s", rep.Err)
+	}
+	if rep.Peer != dst {
+		t.Errorf("getpeername %s, want %s", rep.Peer, dst)
+	}
+	conn := acceptOn(t, f.gw.tcp)
+	peer := conn.RemoteAddr().(*net.TCPAddr).AddrPort()
+	want := Origin{Dst: netip.MustParseAddrPort(dst), CgroupID: f.cg.ID, PID: uint32(f.client.Pid)}
+	if o, err := r.Lookup(peer); err != nil || o != want {
+		t.Errorf("lookup %v = %+v, %v; want %+v", peer, o, err, want)
+	}
+	return rep, conn, peer
+}
+
+// clientCookie is the socket cookie of the client's socket whose local
+// address is local (as the client reported it).
+func clientCookie(t *testing.T, pid int, local string) uint64 {
+	t.Helper()
+	fd := clientSocket(t, pid, local)
+	defer unix.Close(fd)
+	cookie, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE)
+	if err != nil {
+		t.Fatalf("SO_COOKIE: %v", err)
+	}
+	return cookie
+}

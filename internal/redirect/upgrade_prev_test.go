@@ -3,7 +3,6 @@ package redirect
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -176,26 +175,9 @@ func testUpgradeFrom(t *testing.T, object string) {
 	}
 	defer r.Close()
 
-	// connect opens a connection from the client (closing its previous
-	// one) and checks both ends.
-	connect := func(t *testing.T, stage string) (netip.AddrPort, net.Conn) {
-		t.Helper()
-		rep := f.client.Do(t, connectAction("tcp4", dst))
-		if rep.Err != "" {
-			t.Fatalf("%s: connect: %s", stage, rep.Err)
-		}
-		if rep.Peer != dst {
-			t.Errorf("%s: getpeername %s, want %s", stage, rep.Peer, dst)
-		}
-		conn := acceptOn(t, f.gw.tcp)
-		peer := conn.RemoteAddr().(*net.TCPAddr).AddrPort()
-		if o, err := r.Lookup(peer); err != nil || o != want {
-			t.Errorf("%s: lookup %v = %+v, %v; want %+v", stage, peer, o, err, want)
-		}
-		return peer, conn
-	}
-
-	oldPeer, oldConn := connect(t, "old programs")
+	// Each connect closes the client's previous connection and checks both
+	// ends (redirectedConnect); a failure names the line, so the stage.
+	_, oldConn, oldPeer := redirectedConnect(t, f, r, dst) // old programs
 	defer oldConn.Close()
 
 	// The window: new sockops and getpeername, old connect4.
@@ -205,7 +187,7 @@ func testUpgradeFrom(t *testing.T, object string) {
 	}
 	// Connecting again closes the old connection: the new sockops removes
 	// the record the old one wrote.
-	winPeer, winConn := connect(t, "old connect4, new sockops")
+	_, winConn, winPeer := redirectedConnect(t, f, r, dst) // old connect4, new sockops
 	defer winConn.Close()
 	lookupGone(t, r, oldPeer)
 
@@ -218,7 +200,7 @@ func testUpgradeFrom(t *testing.T, object string) {
 	if o, err := r.Lookup(winPeer); err != nil || o != want {
 		t.Errorf("lookup %v after the upgrade = %+v, %v; want %+v", winPeer, o, err, want)
 	}
-	newPeer, newConn := connect(t, "new programs")
+	_, newConn, newPeer := redirectedConnect(t, f, r, dst) // new programs
 	defer newConn.Close()
 	lookupGone(t, r, winPeer)
 	f.client.Do(t, closeAction)
